@@ -1,0 +1,1 @@
+"""mn: Meta-Neighborhoods for PyTorch."""
