@@ -1,0 +1,102 @@
+"""Argument checks shared by every public op (DESIGN §8): each failure names the argument and what
+was expected, so nothing reaches a kernel malformed and nothing is silently wrong."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+_FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+def _tensor(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float64/float32/bfloat16/float16), got {x.dtype}")
+    return x
+
+
+def _finite(name: str, x: torch.Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+def _nonzero_rows(name: str, x: torch.Tensor) -> None:
+    norms = x.detach().float().norm(dim=-1)
+    if bool((norms == 0).any()):
+        row = tuple(int(k) for k in (norms == 0).nonzero()[0])
+        raise ValueError(f"{name} has a zero-norm row at index {row}: cosine similarity is undefined there")
+
+
+def check_positive(name: str, value, *, integer: bool = False) -> None:
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
+        what = "a positive integer" if integer else "a finite number > 0"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def check_dropout(entry_dropout, seed) -> None:
+    if isinstance(entry_dropout, bool) or not isinstance(entry_dropout, numbers.Real) \
+            or not 0.0 <= entry_dropout < 1.0:
+        raise ValueError(f"entry_dropout must be a number in [0, 1), got {entry_dropout!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or not 0 <= seed < 2**63):
+        raise ValueError(f"seed must be None or an integer in [0, 2**63), got {seed!r}")
+
+
+def check_inner_inputs(z, keys, values, weight, tau, gamma, *, per_example_weight: bool = False):
+    """Checks the operands of `inner_gradient`; returns (B, S, C, n).
+
+    z (B, n), keys (S, n), values (S, C) row-probabilities, weight (C, n) -- or (B, C, n) when
+    per_example_weight --, tau a one-element tensor; one floating dtype and one device for all.
+    """
+    named = {"z": z, "keys": keys, "values": values, "weight": weight, "tau": tau}
+    for name, x in named.items():
+        _tensor(name, x)
+    for name, x in named.items():
+        if x.dtype != z.dtype:
+            raise TypeError(f"{name} has dtype {x.dtype} but z has {z.dtype}: all operands must share one dtype")
+        if x.device != z.device:
+            raise ValueError(f"{name} is on {x.device} but z is on {z.device}: all operands must share one device")
+    if z.dim() != 2:
+        raise ValueError(f"z must have shape (B, n), got {tuple(z.shape)}")
+    B, n = z.shape
+    if B < 1 or n < 1:
+        raise ValueError(f"z must have B >= 1 rows and n >= 1 features, got {tuple(z.shape)}")
+    if keys.dim() != 2 or keys.shape[1] != n:
+        raise ValueError(f"keys must have shape (S, n={n}), got {tuple(keys.shape)}")
+    S = keys.shape[0]
+    if S < 1:
+        raise ValueError("keys is empty (S = 0): the dictionary needs at least one entry")
+    if values.dim() != 2 or values.shape[0] != S:
+        raise ValueError(f"values must have shape (S={S}, C), got {tuple(values.shape)}")
+    C = values.shape[1]
+    if C < 2:
+        raise ValueError(f"values must have C >= 2 classes, got C = {C}")
+    want = (B, C, n) if per_example_weight else (C, n)
+    if tuple(weight.shape) != want:
+        raise ValueError(f"weight must have shape {want}, got {tuple(weight.shape)}")
+    if tau.numel() != 1:
+        raise ValueError(f"tau must be a scalar (one-element) tensor, got shape {tuple(tau.shape)}")
+    check_positive("gamma", gamma)
+    for name, x in named.items():
+        _finite(name, x)
+    for name in ("z", "keys", "weight"):
+        _nonzero_rows(name, named[name])
+    v = values.detach().float()
+    if bool((v < 0).any()) or not torch.allclose(v.sum(1), torch.ones_like(v[:, 0]), atol=1e-2, rtol=0):
+        raise ValueError("values must hold probabilities (non-negative rows summing to 1); "
+                         "apply softmax to value logits first")
+    return B, S, C, n
+
+
+def check_alpha(alpha, C: int, n: int, like: torch.Tensor) -> None:
+    _tensor("alpha", alpha)
+    if alpha.dtype != like.dtype or alpha.device != like.device:
+        raise TypeError(f"alpha must match z's dtype and device ({like.dtype}, {like.device}), "
+                        f"got ({alpha.dtype}, {alpha.device})")
+    if tuple(alpha.shape) not in {(), (1,), (n,), (C, n)}:
+        raise ValueError(f"alpha must be a scalar, shape (n,) = ({n},) or (C, n) = ({C}, {n}), got {tuple(alpha.shape)}")
+    _finite("alpha", alpha)

@@ -1,0 +1,35 @@
+"""Small pieces both references share: row normalisation, a grad-capable context, the dropout mask."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..dropout import keep_mask
+
+EPS = 1e-12
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Row-normalise the last dimension: x / max(||x||, eps)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
+
+
+def entry_keep(B: int, cols: torch.Tensor, entry_dropout: float, seed: int | None, device) -> torch.Tensor | None:
+    """Keep-mask (B, len(cols)) for entries `cols`, or None without dropout."""
+    if entry_dropout == 0.0:
+        return None
+    return keep_mask(seed, torch.arange(B, device=device), cols, entry_dropout)
+
+
+@contextlib.contextmanager
+def autograd_enabled():
+    """Autograd on, even inside torch.no_grad() or torch.inference_mode() (for the literal reference and
+    the torch.func path, which differentiate the inner loss to *compute* their forward)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def usable(x: torch.Tensor) -> torch.Tensor:
+    """x, or a normal-tensor copy of it if it was created in inference mode (autograd refuses those)."""
+    return x.clone() if x.is_inference() else x
