@@ -33,3 +33,12 @@ def autograd_enabled():
 def usable(x: torch.Tensor) -> torch.Tensor:
     """x, or a normal-tensor copy of it if it was created in inference mode (autograd refuses those)."""
     return x.clone() if x.is_inference() else x
+
+
+def attention_weights(scores: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """w (B, S) = softmax_j(scores) over the kept entries; a query with no kept entry gets w = 0."""
+    if keep is None:
+        return torch.softmax(scores, dim=1)
+    # Rows with no kept entry use unmasked scores: finite softmax (no NaN in backward), then zeroed by keep.
+    none_kept = ~keep.any(dim=1, keepdim=True)
+    return torch.softmax(scores.masked_fill(~keep & ~none_kept, float("-inf")), dim=1) * keep

@@ -10,17 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import autograd_enabled, entry_keep, normalize, usable
-
-
-def attention_weights(zh, kh, gamma, keep):
-    """w (B, S) = softmax_j(gamma * zh_i . kh_j) over the kept entries; a query with none kept gets w = 0."""
-    s = gamma * zh @ kh.T
-    if keep is None:
-        return torch.softmax(s, dim=1)
-    # Rows with no kept entry use unmasked scores: finite softmax (no NaN in backward), then zeroed by keep.
-    none_kept = ~keep.any(dim=1, keepdim=True)
-    return torch.softmax(s.masked_fill(~keep & ~none_kept, float("-inf")), dim=1) * keep
+from ._common import attention_weights, autograd_enabled, entry_keep, normalize, usable
 
 
 def inner_gradient_autograd(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None):
@@ -41,7 +31,7 @@ def inner_gradient_autograd(z, keys, values, weight, tau, *, gamma, entry_dropou
             W = W.detach().requires_grad_()
         kh = normalize(keys)
         keep = entry_keep(B, torch.arange(S, device=z.device), entry_dropout, seed, z.device)
-        w = attention_weights(normalize(z), kh, gamma, keep)
+        w = attention_weights(gamma * normalize(z) @ kh.T, keep)                # B x S
         logits = tau * torch.einsum("jn,bcn->bjc", kh, normalize(W))           # B x S x C
         ce = -(values * torch.log_softmax(logits, dim=-1)).sum(-1)              # B x S
         inner_loss = (w * ce).sum(1)

@@ -1,0 +1,78 @@
+"""Backend registry: which implementation of `inner_gradient` runs for given tensors.
+
+    autograd  paper-literal reference (B x S x C logits, create_graph); ground truth for small sizes
+    torch     closed-form reference, chunked over the dictionary; any size, any device
+    auto      the best available for the tensors' device (see AUTO_ORDER); `resolve_backend` says which
+
+A backend is an implementation of `fn(z, keys, values, weight, tau, *, gamma, entry_dropout, seed)
+-> (grad, inner_loss)` plus a check that says why it cannot run on a device (None when it can).
+`per_example` backends also accept per-example weights (B, C, n) for inner steps 2..T.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .reference import inner_gradient_autograd, inner_gradient_torch
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    inner_gradient: Callable
+    unavailable: Callable[[torch.device], str | None]   # the reason it cannot run there, or None
+    per_example: bool
+
+
+def _always(device: torch.device) -> str | None:
+    return None
+
+
+BACKENDS: dict[str, Backend] = {
+    "autograd": Backend("autograd", inner_gradient_autograd, _always, per_example=True),
+    "torch": Backend("torch", inner_gradient_torch, _always, per_example=True),
+}
+
+# Preference of `auto`, fastest first, per device type (measured: bench/results/).
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cuda": ("torch",), "cpu": ("torch",)}
+
+
+def register_backend(backend: Backend, *, prefer_on: tuple[str, ...] = ()) -> None:
+    """Adds a backend; `prefer_on` device types put it first in `auto`'s order there."""
+    BACKENDS[backend.name] = backend
+    for device_type in prefer_on:
+        AUTO_ORDER[device_type] = (backend.name,) + tuple(
+            b for b in AUTO_ORDER.get(device_type, ("torch",)) if b != backend.name)
+
+
+def available_backends(device="cpu") -> dict[str, str | None]:
+    """Every backend name -> None if it can run on `device`, else the reason why not."""
+    device = torch.device(device)
+    return {name: b.unavailable(device) for name, b in BACKENDS.items()}
+
+
+def resolve_backend(name: str, device="cpu") -> str:
+    """The backend that `name` ("auto" or a backend name) runs on `device`; raises if it cannot."""
+    device = torch.device(device)
+    status = available_backends(device)
+    if name == "auto":
+        return next(b for b in AUTO_ORDER.get(device.type, ("torch",)) if status.get(b) is None)
+    if name not in BACKENDS or status[name] is not None:
+        usable = ", ".join(["auto"] + [b for b, why in status.items() if why is None])
+        lacking = "; ".join(f"{b}: {why}" for b, why in status.items() if why is not None)
+        what = "is unknown" if name not in BACKENDS else f"cannot run on {device} ({status[name]})"
+        raise ValueError(f"backend={name!r} {what}. Available on {device.type}: {usable}"
+                         + (f". Unavailable: {lacking}" if lacking else ""))
+    return name
+
+
+def check_backend_name(name: str) -> None:
+    """Raises unless `name` is "auto" or a registered backend (device-independent; for constructors)."""
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"backend={name!r} is unknown; known: auto, {', '.join(BACKENDS)}")
+
+
+def get_backend(name: str, device) -> Backend:
+    return BACKENDS[resolve_backend(name, device)]

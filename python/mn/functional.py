@@ -1,0 +1,67 @@
+"""Functional API: `inner_gradient` and `adapted_logits` (DESIGN §3-4). Checks arguments, then dispatches."""
+from __future__ import annotations
+
+import torch
+
+from ._validate import check_alpha, check_dropout, check_inner_inputs, check_positive
+from .backends import BACKENDS, get_backend
+from .reference._common import normalize
+
+
+def _as_tau(tau, like: torch.Tensor):
+    return tau if isinstance(tau, torch.Tensor) else torch.tensor(float(tau), dtype=like.dtype, device=like.device)
+
+
+def _draw_seed(entry_dropout: float, seed):
+    """With dropout and no seed, a fresh one from torch's default generator (so torch.manual_seed replays it)."""
+    if entry_dropout > 0 and seed is None:
+        return int(torch.randint(0, 2**62, ()).item())
+    return 0 if seed is None else int(seed)
+
+
+def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None, backend="auto"):
+    """Per-example gradient of the attention-weighted inner loss w.r.t. a cosine classifier's weight.
+
+    For each query z_i: attention w_ij = softmax_j(gamma * cos(z_i, k_j)) over the S entries (each entry
+    dropped for query i with probability `entry_dropout`, by the seeded hash of DESIGN §5), inner loss
+    L_i = sum_j w_ij CE(softmax(tau * cos(k_j, W)), v_j), and grad_i = dL_i/dW.
+
+    z (B, n), keys (S, n), values (S, C) probabilities, weight (C, n), tau: scalar tensor (or number).
+    Returns grad (B, C, n) and inner_loss (B,), differentiable w.r.t. every tensor input.
+    backend: "auto", "torch", "autograd", or any registered (`mn.available_backends()`).
+    """
+    tau = _as_tau(tau, z)
+    check_inner_inputs(z, keys, values, weight, tau, gamma)
+    check_dropout(entry_dropout, seed)
+    impl = get_backend(backend, z.device)
+    return impl.inner_gradient(z, keys, values, weight, tau, gamma=float(gamma),
+                               entry_dropout=float(entry_dropout), seed=_draw_seed(entry_dropout, seed))
+
+
+def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
+                   backend="auto"):
+    """Logits of the per-example fine-tuned cosine classifier (paper Eq. 8, 15; Algorithm 1-2).
+
+    phi_i = W - alpha * inner_gradient(...)_i, repeated `inner_steps` times with the same attention
+    weights (and dropout mask) and per-example weights from step 2 on; logits_ic = tau * cos(z_i, phi_i,c).
+
+    z (B, n), keys (S, n), values (S, C), weight (C, n), tau scalar, alpha: scalar, (n,) or (C, n).
+    Returns (B, C).
+
+    Step 1 runs on `backend`. Steps 2..T take per-example weights (B, C, n), whose per-entry logits depend
+    on the query; backends without a per-example path run those steps on the closed-form `torch`
+    reference (O(B·S·C·n) work and O(B·chunk·C) memory per step).
+    """
+    tau = _as_tau(tau, z)
+    B, S, C, n = check_inner_inputs(z, keys, values, weight, tau, gamma)
+    check_alpha(alpha, C, n, z)
+    check_dropout(entry_dropout, seed)
+    check_positive("inner_steps", inner_steps, integer=True)
+    first = get_backend(backend, z.device)
+    later = first if first.per_example else BACKENDS["torch"]
+    options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout), seed=_draw_seed(entry_dropout, seed))
+    phi = weight
+    for step in range(inner_steps):
+        grad, _ = (first if step == 0 else later).inner_gradient(z, keys, values, phi, tau, **options)
+        phi = phi - alpha * grad                                  # alpha broadcasts over (B, C, n)
+    return tau.reshape(()) * torch.einsum("bn,bcn->bc", normalize(z), normalize(phi))
