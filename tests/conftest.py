@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_inputs(B, S, C, n, *, dtype=torch.float64, seed=0, requires_grad=False, device="cpu"):
+    """Random operands of inner_gradient: z (B,n), keys (S,n), values (S,C) probabilities, weight (C,n), tau."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, n, generator=g, dtype=torch.float64)
+    keys = torch.randn(S, n, generator=g, dtype=torch.float64)
+    values = torch.softmax(2 * torch.randn(S, C, generator=g, dtype=torch.float64), dim=1)
+    weight = torch.randn(C, n, generator=g, dtype=torch.float64)
+    tau = torch.tensor(3.0, dtype=torch.float64)
+    out = [t.to(device=device, dtype=dtype) for t in (z, keys, values, weight, tau)]
+    return [t.requires_grad_(requires_grad) for t in out]
+
+
+def shape_id(shape):
+    return "B{}-S{}-C{}-n{}".format(*shape)

@@ -1,0 +1,122 @@
+"""The two pure-PyTorch references of inner_gradient / adapted_logits against each other, and gradcheck."""
+import pytest
+import torch
+
+import mn
+from mn.reference import inner_gradient_autograd, inner_gradient_torch
+
+from conftest import make_inputs, shape_id
+
+ODD_SHAPES = [(1, 1, 2, 3), (1, 5, 2, 1), (3, 7, 2, 3), (4, 13, 5, 6), (2, 9, 3, 4)]
+MID_SHAPES = [(5, 37, 7, 19), (1, 23, 2, 3), (6, 50, 11, 8)]
+TOL = dict(rtol=1e-10, atol=1e-10)   # float64: both are exact formulations; only rounding separates them
+
+
+def _outputs_and_grads(fn, inputs, cotangents, **kw):
+    grad, loss = fn(*inputs, **kw)
+    wrt = [t for t in inputs if t.requires_grad]
+    dins = torch.autograd.grad((grad * cotangents[0]).sum() + (loss * cotangents[1]).sum(), wrt)
+    return (grad, loss) + dins
+
+
+@pytest.mark.parametrize("fn", [inner_gradient_autograd, inner_gradient_torch], ids=["autograd", "torch"])
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=shape_id)
+def test_gradcheck(fn, shape):
+    inputs = make_inputs(*shape, requires_grad=True)
+    kw = dict(gamma=2.5) if fn is inner_gradient_autograd else dict(gamma=2.5, chunk_size=2)
+    assert torch.autograd.gradcheck(lambda *a: fn(*a, **kw), inputs)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["nodrop", "drop0.5"])
+@pytest.mark.parametrize("shape", MID_SHAPES, ids=shape_id)
+def test_closed_form_equals_literal(shape, dropout):
+    inputs = make_inputs(*shape, requires_grad=True, seed=1)
+    B, S, C, n = shape
+    g = torch.Generator().manual_seed(2)
+    cot = (torch.randn(B, C, n, generator=g, dtype=torch.float64), torch.randn(B, generator=g, dtype=torch.float64))
+    kw = dict(gamma=5.0, entry_dropout=dropout, seed=7)
+    ref = _outputs_and_grads(inner_gradient_autograd, inputs, cot, **kw)
+    for chunk in (None, 4):                     # one chunk, and chunks that do not divide S
+        got = _outputs_and_grads(inner_gradient_torch, inputs, cot, chunk_size=chunk, **kw)
+        for name, a, b in zip(["grad", "loss", "dz", "dkeys", "dvalues", "dweight", "dtau"], got, ref):
+            torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"{name} (chunk {chunk}): {m}")
+
+
+def _alpha(kind, C, n):
+    g = torch.Generator().manual_seed(3)
+    shape = {"scalar": (), "feature": (n,), "elementwise": (C, n)}[kind]
+    return (0.05 + 0.1 * torch.rand(shape, generator=g, dtype=torch.float64)).requires_grad_()
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
+def test_adapted_logits_backends_agree(alpha_kind, steps):
+    B, S, C, n = 4, 19, 5, 7
+    inputs = make_inputs(B, S, C, n, requires_grad=True, seed=4)
+    alpha = _alpha(alpha_kind, C, n)
+    r = torch.randn(B, C, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    results = []
+    for backend in ("autograd", "torch"):
+        logits = mn.adapted_logits(*inputs, alpha, gamma=5.0, inner_steps=steps, entry_dropout=0.3, seed=11,
+                                   backend=backend)
+        results.append((logits,) + torch.autograd.grad((logits * r).sum(), inputs + [alpha]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_adapted_logits_gradcheck(steps):
+    inputs = make_inputs(2, 6, 3, 4, requires_grad=True, seed=6)
+    alpha = _alpha("feature", 3, 4)
+    fn = lambda *a: mn.adapted_logits(*a, gamma=3.0, inner_steps=steps, backend="torch")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs + [alpha])
+
+
+def test_adapted_logits_step_by_hand():
+    """One step equals W - alpha * grad, scored by tau * cos: checks adapted_logits against inner_gradient."""
+    z, keys, values, weight, tau = make_inputs(3, 10, 4, 5, seed=8)
+    alpha = torch.tensor(0.3, dtype=torch.float64)
+    grad, _ = mn.inner_gradient(z, keys, values, weight, tau, gamma=4.0, backend="autograd")
+    phi = weight - alpha * grad
+    expected = tau * torch.nn.functional.cosine_similarity(z[:, None, :], phi, dim=-1)
+    torch.testing.assert_close(mn.adapted_logits(z, keys, values, weight, tau, alpha, gamma=4.0), expected, **TOL)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "torch"])
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_eval_modes_equal_grad_mode(backend, mode):
+    inputs = make_inputs(3, 11, 4, 5, requires_grad=True, seed=9)
+    alpha = torch.tensor(0.2, dtype=torch.float64)
+    kw = dict(gamma=5.0, inner_steps=2, entry_dropout=0.25, seed=3, backend=backend)
+    expected = mn.adapted_logits(*inputs, alpha, **kw)
+    expected_grad = mn.inner_gradient(*inputs, gamma=5.0, backend=backend)
+    ctx = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with ctx:
+        got = mn.adapted_logits(*inputs, alpha, **kw)
+        got_grad = mn.inner_gradient(*inputs, gamma=5.0, backend=backend)
+    assert not got.requires_grad and not got_grad[0].requires_grad
+    torch.testing.assert_close(got, expected.detach(), rtol=0, atol=0)
+    for a, b in zip(got_grad, expected_grad):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+
+
+def test_torch_reference_runs_cifar100_config_without_materialising():
+    """B=128, S=10000, C=100, n=256 forward + backward on CPU in float32; the chunked reference keeps its
+    largest intermediate at CHUNK_ELEMENTS (S x C x n would be 1 GiB in float32)."""
+    from mn.reference import closed_form
+    z, keys, values, weight, tau = make_inputs(128, 10000, 100, 256, dtype=torch.float32, requires_grad=True)
+    peak = []
+    real_chunk_sums = closed_form._chunk_sums
+
+    def spy(zh, kh, *rest):
+        peak.append(kh.shape[0] * weight.shape[0] * weight.shape[1])
+        return real_chunk_sums(zh, kh, *rest)
+
+    closed_form._chunk_sums = spy
+    try:
+        grad, loss = inner_gradient_torch(z, keys, values, weight, tau, gamma=5.0)
+        (grad.square().sum() + loss.sum()).backward()
+    finally:
+        closed_form._chunk_sums = real_chunk_sums
+    assert grad.shape == (128, 100, 256) and torch.isfinite(grad).all() and torch.isfinite(keys.grad).all()
+    assert max(peak) <= closed_form.CHUNK_ELEMENTS

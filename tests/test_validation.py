@@ -1,0 +1,86 @@
+"""Bad input (DESIGN §8): each gets a clear error that names the argument."""
+import pytest
+import torch
+
+import mn
+
+from conftest import make_inputs
+
+NAMES = ["z", "keys", "values", "weight", "tau"]
+
+
+def _call(**override):
+    args = dict(zip(NAMES, make_inputs(3, 8, 4, 5, dtype=torch.float32)))
+    args.update({k: v for k, v in override.items() if k in NAMES})
+    kw = dict(gamma=5.0)
+    kw.update({k: v for k, v in override.items() if k not in NAMES})
+    return mn.inner_gradient(*(args[k] for k in NAMES), **kw)
+
+
+def _bad(name, value, match, **extra):
+    return pytest.param({name: value, **extra}, match, id=f"{name}-{match.split()[0]}")
+
+
+CASES = [
+    _bad("z", torch.randn(3, 6), r"keys must have shape \(S, n=6\)"),
+    _bad("z", torch.randn(3, 5, 1), r"z must have shape \(B, n\)"),
+    _bad("z", torch.randn(0, 5), r"z must have B >= 1"),
+    _bad("keys", torch.randn(0, 5), r"keys is empty \(S = 0\)", values=torch.ones(0, 4) / 4),
+    _bad("values", torch.full((8, 1), 1.0), r"values must have C >= 2"),
+    _bad("values", torch.randn(7, 4).softmax(1), r"values must have shape \(S=8, C\)"),
+    _bad("values", torch.randn(8, 4), r"values must hold probabilities"),
+    _bad("weight", torch.randn(4, 6), r"weight must have shape \(4, 5\)"),
+    _bad("tau", torch.ones(2), r"tau must be a scalar"),
+    _bad("z", torch.randn(3, 5, dtype=torch.float64), r"keys has dtype torch.float32 but z has torch.float64"),
+    _bad("z", torch.randint(0, 3, (3, 5)), r"z must be a floating tensor"),
+    _bad("keys", [[1.0] * 5] * 8, r"keys must be a torch.Tensor"),
+    _bad("keys", torch.randn(8, 5, device="meta"), r"keys is on meta but z is on cpu"),
+    _bad("z", torch.tensor([[float("nan")] * 5] * 3), r"z contains NaN or Inf"),
+    _bad("tau", torch.tensor(float("inf")), r"tau contains NaN or Inf"),
+    _bad("keys", torch.cat([torch.randn(7, 5), torch.zeros(1, 5)]), r"keys has a zero-norm row at index \(7,\)"),
+    _bad("weight", torch.zeros(4, 5), r"weight has a zero-norm row"),
+    _bad("gamma", 0.0, r"gamma must be a finite number > 0"),
+    _bad("gamma", -1.0, r"gamma must be a finite number > 0"),
+    _bad("entry_dropout", 1.0, r"entry_dropout must be a number in \[0, 1\)"),
+    _bad("seed", -3, r"seed must be None or an integer"),
+    _bad("backend", "cuda", r"backend='cuda' is unknown. Available on cpu: auto, autograd, torch"),
+]
+
+
+@pytest.mark.parametrize("override,match", CASES)
+def test_inner_gradient_rejects(override, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        _call(**override)
+
+
+@pytest.mark.parametrize("alpha,steps,match", [
+    (torch.ones(3), 1, r"alpha must be a scalar, shape \(n,\) = \(5,\) or \(C, n\) = \(4, 5\)"),
+    (torch.ones(4, 5, dtype=torch.float64), 1, r"alpha must match z's dtype"),
+    (torch.tensor(float("nan")), 1, r"alpha contains NaN"),
+    (torch.tensor(0.1), 0, r"inner_steps must be a positive integer"),
+    (torch.tensor(0.1), 1.5, r"inner_steps must be a positive integer"),
+])
+def test_adapted_logits_rejects(alpha, steps, match):
+    inputs = make_inputs(3, 8, 4, 5, dtype=torch.float32)
+    with pytest.raises((ValueError, TypeError), match=match):
+        mn.adapted_logits(*inputs, alpha, gamma=5.0, inner_steps=steps)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_classes=1), r"num_classes must be an integer >= 2"),
+    (dict(num_entries=0), r"num_entries must be a positive integer"),
+    (dict(gamma=0), r"gamma must be a finite number > 0"),
+    (dict(inner_lr="diag"), r"inner_lr must be one of 'scalar', 'feature', 'elementwise'"),
+    (dict(entry_dropout=1.5), r"entry_dropout must be a number in \[0, 1\)"),
+    (dict(backend="cuda"), r"backend='cuda' is unknown"),
+])
+def test_head_rejects(kwargs, match):
+    args = dict(in_features=8, num_classes=3, num_entries=10) | kwargs
+    with pytest.raises(ValueError, match=match):
+        mn.MetaNeighborhoodsHead(**args)
+
+
+def test_generic_rejects_wrong_input_width():
+    m = mn.MetaNeighborhoods(torch.nn.Linear(3, 2), 3, 2, 5)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
+        m(torch.randn(4, 2))
