@@ -81,6 +81,8 @@ def check_inner_inputs(z, keys, values, weight, tau, gamma, *, per_example_weigh
     if tau.numel() != 1:
         raise ValueError(f"tau must be a scalar (one-element) tensor, got shape {tuple(tau.shape)}")
     check_positive("gamma", gamma)
+    if torch.compiler.is_compiling():
+        return B, S, C, n        # the value checks below read data (a graph break); compiled code skips them
     for name, x in named.items():
         _finite(name, x)
     for name in ("z", "keys", "weight"):
@@ -99,4 +101,5 @@ def check_alpha(alpha, C: int, n: int, like: torch.Tensor) -> None:
                         f"got ({alpha.dtype}, {alpha.device})")
     if tuple(alpha.shape) not in {(), (1,), (n,), (C, n)}:
         raise ValueError(f"alpha must be a scalar, shape (n,) = ({n},) or (C, n) = ({C}, {n}), got {tuple(alpha.shape)}")
-    _finite("alpha", alpha)
+    if not torch.compiler.is_compiling():
+        _finite("alpha", alpha)
