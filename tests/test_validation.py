@@ -37,7 +37,7 @@ CASES = [
     _bad("keys", torch.randn(8, 5, device="meta"), r"keys is on meta but z is on cpu"),
     _bad("z", torch.tensor([[float("nan")] * 5] * 3), r"z contains NaN or Inf"),
     _bad("tau", torch.tensor(float("inf")), r"tau contains NaN or Inf"),
-    _bad("keys", torch.cat([torch.randn(7, 5), torch.zeros(1, 5)]), r"keys has a zero-norm row at index \(7,\)"),
+    _bad("keys", torch.cat([torch.randn(7, 5), torch.zeros(1, 5)]), r"keys has a zero-norm row \(first at row 7\)"),
     _bad("weight", torch.zeros(4, 5), r"weight has a zero-norm row"),
     _bad("gamma", 0.0, r"gamma must be a finite number > 0"),
     _bad("gamma", -1.0, r"gamma must be a finite number > 0"),

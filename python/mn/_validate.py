@@ -18,16 +18,27 @@ def _tensor(name: str, x) -> torch.Tensor:
     return x
 
 
-def _finite(name: str, x: torch.Tensor) -> None:
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
+def _check_values(named: dict[str, torch.Tensor]) -> None:
+    """Finite entries; no zero-norm row in z, keys, weight; values rows on the probability simplex.
 
-
-def _nonzero_rows(name: str, x: torch.Tensor) -> None:
-    norms = x.detach().float().norm(dim=-1)
-    if bool((norms == 0).any()):
-        row = tuple(int(k) for k in (norms == 0).nonzero()[0])
-        raise ValueError(f"{name} has a zero-norm row at index {row}: cosine similarity is undefined there")
+    The conditions are reduced on the tensors' device and read back with a single synchronisation (each
+    check a sync of its own would cost more than the fused op on a GPU); the message is built only on failure.
+    """
+    x = {name: t.detach() for name, t in named.items()}
+    zero_rows = {name: x[name].float().norm(dim=-1) == 0 for name in ("z", "keys", "weight") if name in x}
+    bad = [(f"{name} contains NaN or Inf", ~torch.isfinite(t).all()) for name, t in x.items()]
+    bad += [(f"{name} has a zero-norm row (first at row {{row}}): cosine similarity is undefined there", rows.any())
+            for name, rows in zero_rows.items()]
+    if "values" in x:
+        v = x["values"].float()
+        off_simplex = (v < 0).any() | ((v.sum(1) - 1).abs() > 1e-2).any()
+        bad.append(("values must hold probabilities (non-negative rows summing to 1); "
+                    "apply softmax to value logits first", off_simplex))
+    flags = torch.stack([flag for _, flag in bad]).tolist()
+    for (message, _), flag in zip(bad, flags):
+        if flag:
+            rows = zero_rows.get(message.split()[0])
+            raise ValueError(message.format(row=int(rows.nonzero()[0, 0])) if "{row}" in message else message)
 
 
 def check_positive(name: str, value, *, integer: bool = False) -> None:
@@ -81,16 +92,8 @@ def check_inner_inputs(z, keys, values, weight, tau, gamma, *, per_example_weigh
     if tau.numel() != 1:
         raise ValueError(f"tau must be a scalar (one-element) tensor, got shape {tuple(tau.shape)}")
     check_positive("gamma", gamma)
-    if torch.compiler.is_compiling():
-        return B, S, C, n        # the value checks below read data (a graph break); compiled code skips them
-    for name, x in named.items():
-        _finite(name, x)
-    for name in ("z", "keys", "weight"):
-        _nonzero_rows(name, named[name])
-    v = values.detach().float()
-    if bool((v < 0).any()) or not torch.allclose(v.sum(1), torch.ones_like(v[:, 0]), atol=1e-2, rtol=0):
-        raise ValueError("values must hold probabilities (non-negative rows summing to 1); "
-                         "apply softmax to value logits first")
+    if not torch.compiler.is_compiling():    # value checks read data: a graph break; compiled code skips them
+        _check_values(named)
     return B, S, C, n
 
 
@@ -102,4 +105,4 @@ def check_alpha(alpha, C: int, n: int, like: torch.Tensor) -> None:
     if tuple(alpha.shape) not in {(), (1,), (n,), (C, n)}:
         raise ValueError(f"alpha must be a scalar, shape (n,) = ({n},) or (C, n) = ({C}, {n}), got {tuple(alpha.shape)}")
     if not torch.compiler.is_compiling():
-        _finite("alpha", alpha)
+        _check_values({"alpha": alpha})

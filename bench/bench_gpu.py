@@ -1,0 +1,150 @@
+"""Fused (Triton) vs reference head step on one GPU: a markdown table of median milliseconds.
+
+For each (B, S, C, n): the inner_gradient forward, its backward (given random cotangents), and one full head
+training step (adapted logits, outer cross-entropy, backward into every input); on `triton` with fp32 inputs
+(TF32 dots, the PyTorch default for matmuls here) and with bf16 inputs, and on the `torch` and `autograd`
+references (fp32, TF32 allowed) measured in the same run. Speedups are the references' step time over
+each Triton step. Peak memory is the step's allocation above its inputs; TFLOP/s counts 4 x 2·B·S·C·n
+per step (forward contraction and the three backward ones). OOM is reported as OOM.
+
+    python bench/bench_gpu.py [--configs 128,10000,100,256 ...] [--out FILE.md]
+
+Without a GPU it runs on the CPU through Triton's interpreter (a dry run of this script: tiny configs only,
+timings meaningless) -- how bench/gpu_check.sh is checked before it spends GPU time.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch.nn.functional as F
+import triton
+import triton.testing
+
+import mn
+
+CONFIGS = [(128, 5000, 10, 256), (128, 10000, 100, 256), (128, 10000, 200, 256), (512, 10000, 100, 256),
+           (128, 100000, 100, 256), (128, 1000000, 100, 64)]
+# (label, backend, input dtype)
+IMPLS = [("triton tf32", "triton", torch.float32), ("triton bf16", "triton", torch.bfloat16),
+         ("torch", "torch", torch.float32), ("autograd", "autograd", torch.float32)]
+
+
+def make_head_inputs(B, S, C, n, dtype, seed=0):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    z = torch.randn(B, n, device=DEVICE, generator=g)
+    keys = 0.1 * torch.randn(S, n, device=DEVICE, generator=g)
+    values = torch.softmax(0.1 * torch.randn(S, C, device=DEVICE, generator=g), dim=1)
+    weight = torch.randn(C, n, device=DEVICE, generator=g) / n ** 0.5
+    tau = torch.tensor(10.0, device=DEVICE)
+    alpha = torch.tensor(0.05, device=DEVICE)
+    inputs = [t.to(dtype).requires_grad_() for t in (z, keys, values, weight, tau, alpha)]
+    target = torch.randint(0, C, (B,), device=DEVICE, generator=g)
+    return inputs, target
+
+
+def bench_ms(fn) -> float:
+    if DEVICE == "cuda":
+        return triton.testing.do_bench(fn, warmup=5, rep=40, return_mode="median")
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_step_mib(step) -> float:
+    if DEVICE != "cuda":
+        return float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def measure(cfg, backend, dtype):
+    """{'fwd', 'bwd', 'step': median ms, 'mem': peak MiB of a step} or {'error': ...}."""
+    B, S, C, n = cfg
+    try:
+        inputs, target = make_head_inputs(B, S, C, n, dtype)
+        z, keys, values, weight, tau, alpha = inputs
+        op_inputs = inputs[:5]
+
+        def forward():
+            return mn.inner_gradient(*op_inputs, gamma=5.0, backend=backend)
+
+        def step():
+            logits = mn.adapted_logits(*op_inputs, alpha, gamma=5.0, backend=backend)
+            F.cross_entropy(logits.float(), target).backward()
+
+        out = {"fwd": bench_ms(forward)}
+        grad, loss = forward()
+        cot = (torch.randn_like(grad), torch.randn_like(loss))
+        out["bwd"] = bench_ms(lambda: torch.autograd.grad((grad, loss), op_inputs, cot, retain_graph=True))
+        del grad, loss
+        out["step"] = bench_ms(step)
+        out["mem"] = peak_step_mib(step)
+        return out
+    except torch.cuda.OutOfMemoryError:
+        return {"error": "OOM"}
+    finally:
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="*", help="B,S,C,n tuples (default: the issue's six)")
+    parser.add_argument("--impls", nargs="*", help="labels to run (default: all)")
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
+    impls = [i for i in IMPLS if not args.impls or i[0] in args.impls]
+    torch.set_float32_matmul_precision("high")     # TF32 for fp32 matmuls and fp32 tl.dot
+    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU, Triton interpreter (dry run)"
+    lines = [f"# Head step, fused vs references: {device_name}",
+             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+             f"- torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, "
+             f"python {platform.python_version()}",
+             "- median ms (triton.testing.do_bench); step = adapted logits + CE + backward; gamma 5, one inner step",
+             "", "| B,S,C,n | impl | fwd ms | bwd ms | step ms | vs torch | vs autograd | peak MiB | TFLOP/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    sink = open(args.out, "w") if args.out else None
+
+    def emit(line):                       # row by row: a run cut short still leaves its finished rows
+        print(line, flush=True)
+        if sink:
+            sink.write(line + "\n")
+            sink.flush()
+
+    for line in lines:
+        emit(line)
+    for cfg in configs:
+        results = {label: measure(cfg, backend, dtype) for label, backend, dtype in impls}
+        flops = 4 * 2 * cfg[0] * cfg[1] * cfg[2] * cfg[3]
+        for label, r in results.items():
+            if "error" in r:
+                row = f"| {','.join(map(str, cfg))} | {label} | {r['error']} | | | | | | |"
+            else:
+                def speedup(ref):
+                    other = results.get(ref, {})
+                    return f"{other['step'] / r['step']:.1f}x" if "step" in other else other.get("error", "-")
+                row = (f"| {','.join(map(str, cfg))} | {label} | {r['fwd']:.3f} | {r['bwd']:.3f} | {r['step']:.3f} | "
+                       f"{speedup('torch')} | {speedup('autograd')} | {r['mem']:.0f} | {flops / r['step'] / 1e9:.1f} |")
+            emit(row)
+
+
+if __name__ == "__main__":
+    main()

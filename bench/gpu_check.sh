@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole GPU check in one call (the lent GPU machine has ~15 minutes per issue, start-up included):
+# versions, the GPU tests, then the benchmark table, each into $OUT as it goes.
+#   on the GPU machine:  bash bench/gpu_check.sh              (OUT is set there)
+#   dry run here (CPU, Triton interpreter, tiny configs):
+#                        OUT=/tmp/gpu-dry BENCH_ARGS="--configs 4,50,3,8" bash bench/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/mn-gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>/dev/null || echo "no GPU"
+  python3 -c "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+} 2>&1 | tee "$OUT/versions.txt"
+
+python3 -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v WARNING | tail -3
+
+# Every Triton test runs on the GPU when there is one (fp64 equality, gradcheck, tolerances, races, S = 1e6).
+timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests/test_triton.py tests/test_kernels_inner_gradient.py \
+  -q -rs --durations=10 2>&1 | tee "$OUT/gpu-tests.txt"
+
+# shellcheck disable=SC2086
+timeout "${BENCH_TIMEOUT:-420}" python3 bench/bench_gpu.py --out "$OUT/gpu-bench.md" ${BENCH_ARGS:-} \
+  2>&1 | tee "$OUT/gpu-bench.log"
