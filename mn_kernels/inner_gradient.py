@@ -1,0 +1,514 @@
+"""
+Fused inner gradient of Meta-Neighborhoods (cosine attention over a dictionary, cosine classifier)
+=================================================================================================
+
+Hats are row-normalised vectors, ``xh = x / max(||x||, 1e-12)``. Queries ``z`` (B x n), dictionary
+keys ``k`` (S x n) and values ``v`` (S x C, rows are probabilities), classifier weight ``W`` (C x n),
+temperature ``tau`` (scalar), attention sharpness ``gamma`` (float).
+
+Forward::
+
+    s_ij     = gamma * zh_i . kh_j                      attention scores        (B x S, never stored)
+    w_ij     = exp(s_ij - lse_i)                        softmax over the entries j kept for query i
+    l_jc     = tau * kh_j . wh_c,  p_j = softmax_c(l_j) per entry, O(S C n)
+    ce_j     = -sum_c v_jc log p_jc,  delta_jc = tau * (p_jc - v_jc)
+    U_ic     = sum_j w_ij delta_jc kh_j                 THE contraction, 2 B S C n flops
+    loss_i   = sum_j w_ij ce_j
+    grad_ic  = P_c U_ic,  P_c = (I - wh_c wh_c^T) / ||w_c||
+
+Backward, given dg (B x C x n) and dL (B)::
+
+    dU_ic    = P_c dg_ic
+    X_icj    = dU_ic . kh_j                             recomputed tile by tile, never stored
+    dw_ij    = sum_c delta_jc X_icj + dL_i ce_j
+    D_i      = sum_j w_ij dw_ij = <grad_i, dg_i> + dL_i loss_i     (P_c is symmetric)
+    ds_ij    = w_ij (dw_ij - D_i)
+    ddelta_jc = sum_i w_ij X_icj         dce_j = sum_i w_ij dL_i
+    dkh_j    = sum_i sum_c w_ij delta_jc dU_ic + gamma sum_i ds_ij zh_i
+    dzh_i    = gamma sum_j ds_ij kh_j
+    dW_c    += -(1/||w_c||) sum_i [(dg_ic . grad_ic) wh_c + (wh_c . dg_ic) grad_ic + a_ic dU_ic]
+               with a_ic = wh_c . U_ic = sum_j w_ij delta_jc (kh_j . wh_c)      (the P_c term)
+
+followed by the per-entry softmax/CE backward (O(S C n)) and the normalisation backward
+``dx = (dxh - xh (xh . dxh)) / ||x||``.  Only the contraction and the X terms cost O(B S C n); they run
+in the four kernels below, flash-attention style: nothing of size B x S, B x S x C, S x C x n or
+B x S x n is ever materialised.
+
+* ``_lse_kernel``      grid (query block, entry split): online (running max) log-sum-exp of the scores;
+                        the splits are combined on the host. Knowing ``lse`` exactly before the main pass
+                        makes the weights final (``exp(s - lse)``) in every later kernel, so partial sums
+                        need no rescaling and any gamma is safe.
+* ``_fwd_kernel``      grid (query block, class block), loop over entry tiles:
+                        ``A = w (x) delta`` as a (BLOCK_B*BLOCK_C) x BLOCK_S tile, ``U += A @ kh_tile``;
+                        epilogue projects with P_c and stores grad; loss from the class-block-0 programs.
+* ``_bwd_dzh_kernel``  grid (query block, class block), loop over entry tiles (like flash-attention-2's
+                        dq kernel): ``X = dU @ kh^T``; ``R_ij = sum_{c in block} w_ij delta_jc X_icj``
+                        (+ ``w_ij (dL_i ce_j - D_i)`` in class block 0) so that ``sum_blocks R = ds``;
+                        ``dzh += R @ kh`` is linear in R, so each class block writes its own partial
+                        (summed on the host in fixed order: deterministic); also ``a_ic``.
+* ``_bwd_dkh_kernel``  grid (entry tile), loop over query blocks and class blocks (like the dk/dv
+                        kernel): ``ddelta``, ``dkh`` (both terms), ``dce``. ``ds`` needs the sum over
+                        all classes, hence the class loop inside; the program owns its entry tile, so
+                        ``ddelta`` is accumulated in global memory without atomics.
+
+Entry dropout: entry j is dropped for query i iff ``(h(seed, i, j) >> 8) < p * 2^24`` with the murmur-like
+uint32 hash of DESIGN.md section 5; dropped entries get zero weight and leave the normaliser; a query with
+every entry dropped has ``lse = -inf``, zero weights, zero grad and zero loss.
+
+Dtypes: float32 / bfloat16 / float16 inputs use their own dtype as ``tl.dot`` operands and float32
+accumulators; float64 inputs compute in float64. fp32 dots follow ``torch.get_float32_matmul_precision()``.
+"""
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+EPS = 1e-12
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision for operands of ``dtype``: fp32 follows PyTorch's matmul precision."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def _configs(candidates):
+    """Autotune candidates (BLOCK_B, BLOCK_S, num_warps, num_stages); the interpreter gets one small
+    config (tuning there only costs time). Candidates that exceed shared memory are skipped by the tuner."""
+    if _INTERPRET:
+        return [triton.Config({"BLOCK_B": 16, "BLOCK_S": 16}, num_warps=1, num_stages=1)]
+    return [triton.Config({"BLOCK_B": bb, "BLOCK_S": bs}, num_warps=w, num_stages=st) for bb, bs, w, st in candidates]
+
+
+# Chosen from offline sm_90 compiles at n = 256 (shared memory must fit 227 KiB with fp32 operands);
+# 8 warps halve the per-thread share of the (BLOCK_B*BLOCK_C) x n accumulators.
+_MAIN_CONFIGS = [(16, 32, 8, 2), (16, 64, 8, 2), (16, 32, 4, 3), (32, 32, 8, 2)]
+_LSE_CONFIGS = [(16, 64, 4, 3), (32, 64, 8, 3), (64, 64, 8, 2)]
+
+
+# Autotune keys: a power-of-two bucket of S, C and n -- never B, so batch-size changes reuse the tuning.
+_KEY = ["s_bucket", "C", "n"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared pieces
+# ----------------------------------------------------------------------------------------------------
+@triton.jit
+def _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, HAS_DROPOUT: tl.constexpr):
+    """(BLOCK_B, BLOCK_S) mask: query row i < B, entry j < S, and entry j not dropped for query i.
+
+    ``seed_mix = seed * 0x9E3779B1 mod 2^32`` comes from the host as int32 bits; all hash arithmetic is
+    uint32 (wrap-around multiply), exactly the DESIGN.md section 5 hash."""
+    keep = (rows[:, None] < B) & (cols[None, :] < S)
+    if HAS_DROPOUT:
+        x = (seed_mix.to(tl.uint32, bitcast=True)
+             ^ (rows.to(tl.uint32)[:, None] * 0x85EBCA77)
+             ^ (cols.to(tl.uint32)[None, :] * 0xC2B2AE3D))
+        x ^= x >> 16
+        x *= 0x85EBCA6B
+        x ^= x >> 13
+        x *= 0xC2B2AE35
+        x ^= x >> 16
+        keep &= (x >> 8).to(tl.int32) >= drop_threshold
+    return keep
+
+
+@triton.jit
+def _attention(zh, kh, lse, keep, PRECISION: tl.constexpr):
+    """Final attention weights of one (query block, entry tile): ``w = exp(zh kh^T - lse)``, where the
+    host has folded gamma into the query operand (``zh`` here is ``gamma * zh``: no fp32 scalar argument
+    can then limit float64 accuracy).
+
+    Masked entries (dropped, padding, or a query whose lse is -inf) give exactly 0 and no NaN:
+    ``tl.where`` discards the ``exp(+inf)`` of the masked lanes."""
+    s = tl.dot(zh, tl.trans(kh), input_precision=PRECISION)
+    return tl.where(keep, tl.exp(s - lse[:, None]), 0.0)
+
+
+@triton.jit
+def _class_rows(pid_b, pid_c, B, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The (query, class) pairs of a (BLOCK_B*BLOCK_C)-row tile, row r = i_local * BLOCK_C + c_local,
+    the row order of ``reshape((BLOCK_B, BLOCK_C, X), (BLOCK_B * BLOCK_C, X))``."""
+    r = tl.arange(0, BLOCK_B * BLOCK_C)
+    i = pid_b * BLOCK_B + r // BLOCK_C
+    c = pid_c * BLOCK_C + r % BLOCK_C
+    return i, c, (i < B) & (c < C)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------------
+@triton.autotune(configs=_configs(_LSE_CONFIGS), key=_KEY)
+@triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
+def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
+                B, S, C, n, seed_mix, drop_threshold, entries_per_split, s_bucket,
+                BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """Partial (running max m, sum l) of the scores of one query block over one split of the entries.
+
+    The split axis exists for parallelism only (B / BLOCK_B programs alone would idle the GPU); the host
+    combines the splits with a log-sum-exp in fixed order."""
+    pid_b = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    k = tl.arange(0, BLOCK_N)
+    zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
+                 mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+    # m starts finite (far below any score, |s| <= gamma) so that a tile whose entries are all dropped
+    # gives exp(m - m_new) = 1 rather than exp(-inf + inf) = NaN; l stays 0 for such a query.
+    m_i = tl.full([BLOCK_B], -1.0e30, dtype=tl.float32).to(m_ptr.dtype.element_ty)
+    l_i = tl.zeros([BLOCK_B], dtype=m_ptr.dtype.element_ty)
+    start = pid_s * entries_per_split
+    end = tl.minimum(start + entries_per_split, S)
+    for j0 in range(start, end, BLOCK_S):
+        cols = j0 + tl.arange(0, BLOCK_S)
+        kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
+                     mask=(cols[:, None] < end) & (k[None, :] < n), other=0.0)
+        keep = _keep_mask(rows, cols, B, end, seed_mix, drop_threshold, HAS_DROPOUT)
+        s = tl.dot(zh, tl.trans(kh), input_precision=PRECISION)
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(s - m_new[:, None]), axis=1)
+        m_i = m_new
+    out = pid_s * B + rows
+    tl.store(m_ptr + out, m_i, mask=rows < B)
+    tl.store(l_ptr + out, l_i, mask=rows < B)
+
+
+@triton.autotune(configs=_configs(_MAIN_CONFIGS), key=_KEY)
+@triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
+def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr,
+                B, S, C, n, seed_mix, drop_threshold, s_bucket,
+                BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """grad[i, c] = P_c sum_j w_ij delta_jc kh_j for a (query block, class block); loss from class block 0.
+
+    Scores are recomputed by every class block (2 B S n flops per block, 1/BLOCK_C of the contraction)
+    rather than looping over class blocks inside: that would need C/BLOCK_C accumulators of
+    (BLOCK_B*BLOCK_C) x n each, and the class-block grid axis is what gives small batches parallelism."""
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    acc_ty = ce_ptr.dtype.element_ty  # fp32, or fp64 for fp64 inputs
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    cls = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    k = tl.arange(0, BLOCK_N)
+    zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
+                 mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+    lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
+
+    acc = tl.zeros([BLOCK_B * BLOCK_C, BLOCK_N], dtype=acc_ty)
+    loss = tl.zeros([BLOCK_B], dtype=acc_ty)
+    for j0 in range(0, S, BLOCK_S):
+        cols = j0 + tl.arange(0, BLOCK_S)
+        kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
+                     mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0)
+        keep = _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, HAS_DROPOUT)
+        w = _attention(zh, kh, lse, keep, PRECISION)
+        delta = tl.load(deltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :],
+                        mask=(cls[:, None] < C) & (cols[None, :] < S), other=0.0)
+        # A[(i, c), j] = w_ij delta_jc, the left operand of the contraction over the entry tile.
+        a = tl.reshape(w[:, None, :] * delta[None, :, :], (BLOCK_B * BLOCK_C, BLOCK_S))
+        acc = tl.dot(a.to(kh.dtype), kh, acc, input_precision=PRECISION)
+        ce = tl.load(ce_ptr + cols, mask=cols < S, other=0.0)
+        loss += tl.sum(w * ce[None, :], axis=1)
+
+    # Epilogue: grad = (U - wh_c (wh_c . U)) / ||w_c||, one row per (query, class).
+    i, c, valid = _class_rows(pid_b, pid_c, B, C, BLOCK_B, BLOCK_C)
+    wh = tl.load(wh_ptr + c[:, None] * n + k[None, :], mask=(c[:, None] < C) & (k[None, :] < n), other=0.0)
+    rnorm = tl.load(w_rnorm_ptr + c, mask=c < C, other=0.0)
+    u_par = tl.sum(acc * wh, axis=1)
+    grad = (acc - u_par[:, None] * wh) * rnorm[:, None]
+    tl.store(grad_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
+             grad.to(grad_ptr.dtype.element_ty), mask=valid[:, None] & (k[None, :] < n))
+    if pid_c == 0:
+        tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=rows < B)
+
+
+@triton.autotune(configs=_configs(_MAIN_CONFIGS), key=_KEY)
+@triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
+def _bwd_dzh_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_ptr,
+                    dzh_part_ptr, a_ptr,
+                    B, S, C, n, seed_mix, drop_threshold, s_bucket,
+                    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+                    BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """Partial dzh of one (query block, class block) and a_ic = wh_c . U_ic.
+
+    ds_ij = sum_blocks R_ij with R_ij = sum_{c in block} w_ij delta_jc X_icj, plus w_ij (dL_i ce_j - D_i)
+    in block 0; dzh_i = gamma sum_j ds_ij kh_j is linear in R, so block b stores R_b @ kh to
+    dzh_part[b] (the host sums the blocks and applies gamma). The dU block stays on chip for the whole entry loop (it is the reused operand)."""
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    acc_ty = ce_ptr.dtype.element_ty
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    cls = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    k = tl.arange(0, BLOCK_N)
+    zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
+                 mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+    lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
+    dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
+    D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)
+    # Only class block 0 carries the class-independent part of ds.
+    first = (pid_c == 0).to(acc_ty)
+    i, c, valid = _class_rows(pid_b, pid_c, B, C, BLOCK_B, BLOCK_C)
+    dU = tl.load(dU_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
+                 mask=valid[:, None] & (k[None, :] < n), other=0.0)
+
+    acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=acc_ty)
+    a_acc = tl.zeros([BLOCK_B, BLOCK_C], dtype=acc_ty)
+    for j0 in range(0, S, BLOCK_S):
+        cols = j0 + tl.arange(0, BLOCK_S)
+        kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
+                     mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0)
+        keep = _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, HAS_DROPOUT)
+        w = _attention(zh, kh, lse, keep, PRECISION)
+        tile = (cls[:, None] < C) & (cols[None, :] < S)
+        delta = tl.load(deltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :], mask=tile, other=0.0)
+        cos = tl.load(cosT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :], mask=tile, other=0.0)
+        ce = tl.load(ce_ptr + cols, mask=cols < S, other=0.0)
+
+        x = tl.dot(dU, tl.trans(kh), input_precision=PRECISION)              # X_icj, rows (i, c)
+        wd = w[:, None, :] * delta[None, :, :]                                # w_ij delta_jc
+        r = tl.sum(wd * tl.reshape(x, (BLOCK_B, BLOCK_C, BLOCK_S)), axis=1)
+        r += first * w * (dL[:, None] * ce[None, :] - D[:, None])
+        acc = tl.dot(r.to(kh.dtype), kh, acc, input_precision=PRECISION)
+        a_acc += tl.sum(wd * cos[None, :, :], axis=2)
+
+    tl.store(dzh_part_ptr + (pid_c * B + rows[:, None]).to(tl.int64) * n + k[None, :], acc,
+             mask=(rows[:, None] < B) & (k[None, :] < n))
+    tl.store(a_ptr + rows[:, None] * C + cls[None, :], a_acc, mask=(rows[:, None] < B) & (cls[None, :] < C))
+
+
+@triton.autotune(configs=_configs(_MAIN_CONFIGS), key=_KEY)
+@triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
+def _bwd_dkh_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_ptr,
+                    dkh_ptr, dce_ptr, ddeltaT_ptr,
+                    B, S, C, n, seed_mix, drop_threshold, s_bucket,
+                    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+                    BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """dkh, dce and ddelta of one entry tile, looping over query blocks and, inside, class blocks.
+
+    ds_ij needs dw_ij summed over every class before it can multiply zh_i, so the class loop is inside
+    the query loop; ddelta[j, c] is then revisited once per query block: this program owns the entry
+    tile, so a read-add-write in global memory (L2) is race-free and deterministic."""
+    pid_s = tl.program_id(0)
+    acc_ty = ce_ptr.dtype.element_ty
+    cols = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    k = tl.arange(0, BLOCK_N)
+    kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
+                 mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0)
+    ce = tl.load(ce_ptr + cols, mask=cols < S, other=0.0)
+
+    dkh = tl.zeros([BLOCK_S, BLOCK_N], dtype=acc_ty)
+    dce = tl.zeros([BLOCK_S], dtype=acc_ty)
+    for b0 in range(0, B, BLOCK_B):
+        rows = b0 + tl.arange(0, BLOCK_B)
+        zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
+                     mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+        lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
+        dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
+        D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)
+        keep = _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, HAS_DROPOUT)
+        w = _attention(zh, kh, lse, keep, PRECISION)
+
+        r = tl.zeros([BLOCK_B, BLOCK_S], dtype=acc_ty)  # sum_c w_ij delta_jc X_icj
+        for c0 in range(0, C, BLOCK_C):
+            cls = c0 + tl.arange(0, BLOCK_C)
+            tile = (cls[:, None] < C) & (cols[None, :] < S)
+            delta = tl.load(deltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :], mask=tile, other=0.0)
+            i, c, valid = _class_rows(b0 // BLOCK_B, c0 // BLOCK_C, B, C, BLOCK_B, BLOCK_C)
+            dU = tl.load(dU_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
+                         mask=valid[:, None] & (k[None, :] < n), other=0.0)
+
+            x = tl.reshape(tl.dot(dU, tl.trans(kh), input_precision=PRECISION), (BLOCK_B, BLOCK_C, BLOCK_S))
+            wd = w[:, None, :] * delta[None, :, :]
+            r += tl.sum(wd * x, axis=1)
+            # ddelta_jc += sum_i w_ij X_icj; the first query block writes without reading (no zero-fill).
+            dd_ptrs = ddeltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :]
+            dd = tl.sum(w[:, None, :] * x, axis=0)
+            if b0 > 0:
+                dd += tl.load(dd_ptrs, mask=tile, other=0.0)
+            tl.store(dd_ptrs, dd, mask=tile)
+            # dkh_j += sum_{i,c} w_ij delta_jc dU_ic: A^T @ dU with A the forward's (w (x) delta) tile.
+            a = tl.reshape(wd, (BLOCK_B * BLOCK_C, BLOCK_S))
+            dkh = tl.dot(tl.trans(a.to(dU.dtype)), dU, dkh, input_precision=PRECISION)
+        # Make this iteration's ddelta stores visible to all threads before the next read of the tile.
+        tl.debug_barrier()
+
+        ds = r + w * (dL[:, None] * ce[None, :] - D[:, None])
+        dkh = tl.dot(tl.trans(ds.to(zh.dtype)), zh, dkh, input_precision=PRECISION)  # zh is gamma zh
+        dce += tl.sum(w * dL[:, None], axis=0)
+
+    tl.store(dkh_ptr + cols[:, None].to(tl.int64) * n + k[None, :], dkh,
+             mask=(cols[:, None] < S) & (k[None, :] < n))
+    tl.store(dce_ptr + cols, dce, mask=cols < S)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------------------
+def _normalize(x):
+    """Row-wise x / max(||x||, eps); returns (xh, 1 / max(||x||, eps), whether the clamp is active)."""
+    norm = x.norm(dim=1, keepdim=True)
+    return x / norm.clamp_min(EPS), 1.0 / norm.clamp_min(EPS), norm < EPS
+
+
+def _normalize_bwd(xh, rnorm, clamped, dxh):
+    """Backward of x / max(||x||, eps): (dxh - xh (xh . dxh)) / ||x||, or dxh / eps where clamped."""
+    radial = torch.where(clamped, 0.0, (xh * dxh).sum(1, keepdim=True))
+    return (dxh - xh * radial) * rnorm
+
+
+def _block_c(C):
+    # Fixed per call (not autotuned): the backward writes one dzh partial per class block.
+    return 4 if _INTERPRET else min(8, triton.next_power_of_2(C))
+
+
+def _hash_args(B, entry_dropout, seed):
+    """(HAS_DROPOUT, seed_mix as int32 bits, integer threshold): y < p * 2^24 <=> y < ceil(p * 2^24)."""
+    if not 0.0 <= entry_dropout <= 1.0:
+        raise ValueError(f"entry_dropout must be in [0, 1], got {entry_dropout}")
+    mix = (int(seed) * 0x9E3779B1) & 0xFFFFFFFF
+    mix = mix - (1 << 32) if mix >= (1 << 31) else mix
+    threshold = math.ceil(entry_dropout * (1 << 24))
+    if B >= 2**31:
+        raise ValueError("batch too large for the int32 query index of the dropout hash")
+    return threshold > 0, mix, threshold
+
+
+class _Setup:
+    """Per-call preparation shared by forward and backward: hats, per-entry softmax/CE, launch constants."""
+
+    def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed):
+        for name, t in (("keys", keys), ("values", values), ("weight", weight), ("tau", tau)):
+            if t.dtype != z.dtype or t.device != z.device:
+                raise ValueError(f"{name} must have z's dtype {z.dtype} and device {z.device}, "
+                                 f"got {t.dtype} on {t.device}")
+        (B, n), (S, C) = z.shape, values.shape
+        if keys.shape != (S, n) or weight.shape != (C, n) or tau.dim() != 0:
+            raise ValueError(f"expected keys {(S, n)}, weight {(C, n)}, 0-d tau; got {tuple(keys.shape)}, "
+                             f"{tuple(weight.shape)}, {tuple(tau.shape)}")
+        self.B, self.S, self.C, self.n = B, S, C, n
+        self.dtype = z.dtype
+        ct = torch.float64 if z.dtype == torch.float64 else torch.float32  # compute / accumulate dtype
+        self.ct = ct
+        self.gamma = float(gamma)
+        self.tau = tau.to(ct)
+        self.zh, self.z_rnorm, self.z_clamped = _normalize(z.to(ct))
+        self.kh, self.k_rnorm, self.k_clamped = _normalize(keys.to(ct))
+        self.wh, self.w_rnorm, self.w_clamped = _normalize(weight.to(ct))
+        self.v = values.to(ct)
+        self.cos = self.kh @ self.wh.t()                                  # kh_j . wh_c   (S x C)
+        self.logp = torch.log_softmax(self.tau * self.cos, dim=1)
+        self.p = self.logp.exp()
+        self.ce = -(self.v * self.logp).sum(1)
+        # d ce / d l = sigma p - v with sigma = sum_c v (= 1 for probabilities): the exact derivative
+        # also off the simplex, so that the backward matches autograd for any values.
+        self.sigma = self.v.sum(1, keepdim=True)
+        self.delta = self.tau * (self.sigma * self.p - self.v)
+        # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
+        # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
+        # The interpreter (triton 3.9) computes bfloat16 tl.dot wrongly, so there bf16 operands go as fp32.
+        self.op_dtype = torch.float32 if _INTERPRET and z.dtype == torch.bfloat16 else z.dtype
+        self.zs_op = (self.gamma * self.zh).to(self.op_dtype).contiguous()
+        self.kh_op = self.kh.to(self.op_dtype).contiguous()
+        self.has_dropout, self.seed_mix, self.threshold = _hash_args(B, entry_dropout, seed)
+        self.precision = dot_precision(z.dtype)
+        self.block_n = max(16, triton.next_power_of_2(n))
+        self.block_c = _block_c(C)
+        self.consts = dict(seed_mix=self.seed_mix, drop_threshold=self.threshold,
+                           s_bucket=triton.next_power_of_2(S))
+        self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=self.has_dropout, PRECISION=self.precision)
+
+    def lse(self):
+        B, S = self.B, self.S
+        # Enough entry splits to give every SM work; each split a multiple of the largest BLOCK_S.
+        if _INTERPRET or not self.zh.is_cuda:
+            target = 2  # exercises the split combine in interpreter tests
+        else:
+            target = 2 * torch.cuda.get_device_properties(self.zh.device).multi_processor_count
+        splits = max(1, min(triton.cdiv(S, 128), target // triton.cdiv(B, 16)))
+        per_split = triton.cdiv(triton.cdiv(S, splits), 128) * 128
+        splits = triton.cdiv(S, per_split)
+        m = torch.empty(splits, B, device=self.zh.device, dtype=self.ct)
+        l = torch.empty_like(m)
+        grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), splits)
+        _lse_kernel[grid](self.zs_op, self.kh_op, m, l, B, S, self.C, self.n, entries_per_split=per_split,
+                          **self.consts, **self.meta)
+        return torch.logsumexp(m + l.log(), dim=0)  # l = 0 (all dropped) -> -inf, never NaN
+
+
+def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout: float = 0.0, seed: int = 0):
+    """z (B,n), keys (S,n), values (S,C) row-probabilities, weight (C,n), tau 0-d tensor (same device).
+
+    Raw (un-normalised) inputs; all contiguous, same floating dtype and device.
+    Returns grad (B,C,n) and inner_loss (B,) in the input dtype, and lse (B,) in float32 (float64 for
+    float64 inputs): the attention log-normaliser that the backward needs."""
+    st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+    B, S, C, n = st.B, st.S, st.C, st.n
+    lse = st.lse()
+    grad = torch.empty(B, C, n, device=z.device, dtype=z.dtype)
+    loss = torch.empty(B, device=z.device, dtype=z.dtype)
+    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, st.block_c))
+    _fwd_kernel[grid](st.zs_op, st.kh_op, st.delta.t().contiguous(), st.ce, lse, st.wh.contiguous(),
+                      st.w_rnorm.reshape(C).contiguous(), grad, loss, B, S, C, n,
+                      BLOCK_C=st.block_c, **st.consts, **st.meta)
+    return grad, loss, lse
+
+
+def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, gamma: float,
+                       entry_dropout: float = 0.0, seed: int = 0):
+    """dgrad (B,C,n), dloss (B,); z..tau as in the forward; grad, inner_loss, lse: the forward's outputs.
+
+    Returns (dz (B,n), dkeys (S,n), dvalues (S,C), dweight (C,n), dtau 0-d), each in its input's dtype."""
+    st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+    B, S, C, n, ct = st.B, st.S, st.C, st.n, st.ct
+    if dgrad.shape != (B, C, n) or grad.shape != (B, C, n) or dloss.shape != (B,) or inner_loss.shape != (B,) \
+            or lse.shape != (B,):
+        raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}")
+    h, g, dL = dgrad.to(ct), grad.to(ct), dloss.to(ct).contiguous()
+    wh, w_rnorm = st.wh, st.w_rnorm                                     # (C, n), (C, 1)
+    b = (h * wh).sum(-1)                                                # wh_c . dg_ic
+    dU = (h - b[..., None] * wh) * w_rnorm                              # P_c dg_ic
+    D = ((g * h).sum((1, 2)) + dL * inner_loss.to(ct)).contiguous()
+    dU_op = dU.to(st.op_dtype).contiguous()
+    lse = lse.to(ct).contiguous()
+    deltaT = st.delta.t().contiguous()
+
+    ncb = triton.cdiv(C, st.block_c)
+    dzh_part = torch.empty(ncb, B, n, device=z.device, dtype=ct)
+    a = torch.empty(B, C, device=z.device, dtype=ct)
+    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), ncb)
+    _bwd_dzh_kernel[grid](st.zs_op, st.kh_op, deltaT, st.cos.t().contiguous(), st.ce, lse, dU_op, dL, D,
+                          dzh_part, a, B, S, C, n, BLOCK_C=st.block_c, **st.consts, **st.meta)
+    dzh = st.gamma * dzh_part.sum(0)
+
+    dkh = torch.empty(S, n, device=z.device, dtype=ct)
+    dce = torch.empty(S, device=z.device, dtype=ct)
+    ddeltaT = torch.empty(C, S, device=z.device, dtype=ct)
+    grid = lambda meta: (triton.cdiv(S, meta["BLOCK_S"]),)
+    _bwd_dkh_kernel[grid](st.zs_op, st.kh_op, deltaT, st.ce, lse, dU_op, dL, D, dkh, dce, ddeltaT,
+                          B, S, C, n, BLOCK_C=st.block_c, **st.consts, **st.meta)
+    ddelta = ddeltaT.t()
+
+    # Per entry: delta = tau (sigma p - v), ce = -sum v log p, p = softmax(tau * cos); O(S C + S C n).
+    tau_, p, v, logp, sigma = st.tau, st.p, st.v, st.logp, st.sigma
+    dp = tau_ * sigma * ddelta
+    dtau = ((sigma * p - v) * ddelta).sum()
+    dv = tau_ * ((p * ddelta).sum(1, keepdim=True) - ddelta) - dce[:, None] * logp
+    dl = p * (dp - (p * dp).sum(1, keepdim=True)) + dce[:, None] * (sigma * p - v)
+    dtau = dtau + (dl * st.cos).sum()
+    dkh = dkh + tau_ * (dl @ wh)
+    dwh = tau_ * (dl.t() @ st.kh)
+    # The P_c term of the projection (u = ||w|| grad + a wh written out), summed over the batch.
+    dW_proj = -w_rnorm * ((h * g).sum((0, 2))[:, None] * wh + torch.einsum("bc,bcn->cn", b, g)
+                          + torch.einsum("bc,bcn->cn", a, dU))
+
+    dz = _normalize_bwd(st.zh, st.z_rnorm, st.z_clamped, dzh)
+    dkeys = _normalize_bwd(st.kh, st.k_rnorm, st.k_clamped, dkh)
+    dweight = _normalize_bwd(wh, w_rnorm, st.w_clamped, dwh) + dW_proj
+    dt = z.dtype
+    return dz.to(dt), dkeys.to(dt), dv.to(dt), dweight.to(dt), dtau.to(dt)

@@ -1,0 +1,225 @@
+"""Kernel-level tests of mn_kernels.inner_gradient against a paper-literal autograd reference.
+
+Without CUDA the Triton kernels run through the interpreter (TRITON_INTERPRET=1, set before triton is
+imported); shapes stay small because the interpreter is slow. With CUDA the same tests run compiled.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from mn_kernels.inner_gradient import _keep_mask, inner_gradient_bwd, inner_gradient_fwd  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+M32 = 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------------------------------
+# Independent references
+# ----------------------------------------------------------------------------------------------------
+def keep_mask_torch(B, S, p, seed):
+    """DESIGN.md section 5 hash in int64 arithmetic (masking to 32 bits after every step); True = kept."""
+    i = torch.arange(B, dtype=torch.int64)[:, None]
+    j = torch.arange(S, dtype=torch.int64)[None, :]
+    x = ((seed * 0x9E3779B1) & M32) ^ ((i * 0x85EBCA77) & M32) ^ ((j * 0xC2B2AE3D) & M32)
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & M32
+    x = x ^ (x >> 16)
+    return ~((x >> 8).double() < p * 2.0**24)
+
+
+def reference(z, keys, values, weight, tau, gamma, keep):
+    """The inner gradient the most literal way: per-example weight copies, B x S x C logits, autograd."""
+    B, (C, n) = z.shape[0], weight.shape
+    zh, kh = F.normalize(z, dim=1), F.normalize(keys, dim=1)
+    W_b = weight.expand(B, C, n)
+    s = gamma * zh @ kh.t()
+    # Softmax over the kept entries; a query with none kept gets all-zero weights (not NaN).
+    shift = torch.where(keep, s, torch.full_like(s, -float("inf"))).amax(1, keepdim=True)
+    e = torch.exp(s - torch.where(keep.any(1, keepdim=True), shift, torch.zeros_like(shift)).detach()) * keep
+    w = e / e.sum(1, keepdim=True).clamp_min(1e-300)
+    logits = tau * torch.einsum("jn,bcn->bjc", kh, F.normalize(W_b, dim=2))
+    ce = -(values[None] * torch.log_softmax(logits, dim=2)).sum(2)
+    inner_loss = (w * ce).sum(1)
+    (grad,) = torch.autograd.grad(inner_loss.sum(), W_b, create_graph=True)
+    return grad, inner_loss
+
+
+def make_inputs(B, S, C, n, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, n, generator=g, dtype=torch.float64)
+    keys = torch.randn(S, n, generator=g, dtype=torch.float64)
+    values = torch.softmax(2.0 * torch.randn(S, C, generator=g, dtype=torch.float64), dim=1)
+    weight = torch.randn(C, n, generator=g, dtype=torch.float64)
+    tau = torch.tensor(3.0, dtype=torch.float64)
+    return [t.to(dtype) for t in (z, keys, values, weight, tau)]
+
+
+def run_both(B, S, C, n, dtype, gamma=5.0, p=0.0, seed=0):
+    """(kernel outputs, float64 reference outputs) of forward and backward for one random problem."""
+    # Round the inputs to `dtype` first, so that the comparison measures the kernels, not the inputs.
+    inputs = [t.double() for t in make_inputs(B, S, C, n, dtype, seed=B + S + C + n)]
+    ref_in = [t.clone().requires_grad_() for t in inputs]
+    keep = keep_mask_torch(B, S, p, seed)
+    grad_r, loss_r = reference(*ref_in, gamma, keep)
+    gen = torch.Generator().manual_seed(1)
+    dgrad = torch.randn(B, C, n, generator=gen).to(dtype).double()
+    dloss = torch.randn(B, generator=gen).to(dtype).double()
+    back_r = torch.autograd.grad((grad_r * dgrad).sum() + (loss_r * dloss).sum(), ref_in)
+
+    dev_in = [t.to(DEVICE, dtype) for t in inputs]
+    grad, loss, lse = inner_gradient_fwd(*dev_in, gamma, entry_dropout=p, seed=seed)
+    back = inner_gradient_bwd(dgrad.to(DEVICE, dtype), dloss.to(DEVICE, dtype), *dev_in, grad, loss, lse, gamma,
+                              entry_dropout=p, seed=seed)
+    out = [grad, loss, *back]
+    ref = [grad_r, loss_r, *back_r]
+    return [o.detach().cpu() for o in out], [r.detach() for r in ref], lse.cpu(), keep
+
+
+NAMES = ["grad", "inner_loss", "dz", "dkeys", "dvalues", "dweight", "dtau"]
+
+
+def assert_all_close(out, ref, atol, rtol):
+    for name, o, r in zip(NAMES, out, ref):
+        assert o.shape == r.shape, name
+        assert torch.isfinite(o).all(), name
+        torch.testing.assert_close(o.double(), r, atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+
+def shape_id(shape):
+    return "B{}-S{}-C{}-n{}".format(*shape)
+
+
+# ----------------------------------------------------------------------------------------------------
+# float64: the kernels must agree with autograd to rounding
+# ----------------------------------------------------------------------------------------------------
+F64_SHAPES = [
+    (1, 5, 3, 4),      # B = 1, S smaller than one entry tile
+    (3, 37, 5, 8),     # S not a multiple of the tile
+    (4, 16, 2, 16),    # C = 2, exact tiles
+    (3, 20, 4, 3),     # n = 3 (padded to 16)
+    (5, 37, 7, 19),    # everything odd
+    (20, 300, 9, 5),   # several query blocks, class blocks and entry splits of the lse pass
+]
+
+
+@pytest.mark.parametrize("shape", F64_SHAPES, ids=shape_id)
+def test_float64_matches_autograd(shape):
+    out, ref, _, _ = run_both(*shape, torch.float64)
+    assert_all_close(out, ref, atol=1e-10, rtol=1e-10)
+
+
+def test_float64_large_gamma():
+    # gamma = 60: exp(s - gamma) would underflow for the fixed shift; the lse pass uses a running max.
+    out, ref, lse, _ = run_both(5, 37, 7, 19, torch.float64, gamma=60.0)
+    assert torch.isfinite(lse).all()
+    assert_all_close(out, ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_float64_entry_dropout(seed):
+    out, ref, _, keep = run_both(5, 37, 7, 19, torch.float64, p=0.5, seed=seed)
+    assert 0 < keep.sum() < keep.numel()
+    assert_all_close(out, ref, atol=1e-10, rtol=1e-10)
+
+
+def test_float64_all_entries_dropped():
+    # p = 0.9 over S = 3 entries: some queries keep nothing -> zero grad, zero loss, lse = -inf, no NaN.
+    B, S, C, n, seed = 8, 3, 3, 4, 3
+    out, ref, lse, keep = run_both(B, S, C, n, torch.float64, p=0.9, seed=seed)
+    empty = ~keep.any(1)
+    assert empty.any() and not empty.all(), "the case must mix empty and non-empty queries"
+    grad, loss = out[0], out[1]
+    assert (grad[empty] == 0).all() and (loss[empty] == 0).all()
+    assert torch.isneginf(lse[empty]).all() and torch.isfinite(lse[~empty]).all()
+    assert_all_close(out, ref, atol=1e-10, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reduced precision against the float64 reference
+# ----------------------------------------------------------------------------------------------------
+# fp32 with IEEE dots: every operand is rounded to fp32 (2^-24) and sums over S and n accumulate in fp32;
+# with these sizes the observed error is ~1e-6 of the output scale, 2e-5 leaves a margin.
+# TF32 (GPU, matmul precision "high") keeps 10 mantissa bits (~5e-4 per operand) -> 5e-3.
+# bf16 dot operands keep 8 bits: the scores gamma zh.kh are off by ~gamma * 2^-8 = 2e-2, i.e. ~2% in the
+# attention weights, and dz (a difference of attention averages, sum_j ds_ij = 0) shows it most (up to
+# ~3e-2 observed) -> 6e-2; fp16 keeps 11 bits (observed <= 3.5e-3) -> 1e-2. (In the interpreter bf16 dots
+# run on fp32 operands, see mn_kernels.inner_gradient; the outputs are still bf16.)
+LOW_CASES = [
+    (torch.float32, "highest", 2e-5),
+    pytest.param(torch.float32, "high", 5e-3, marks=pytest.mark.skipif(DEVICE == "cpu", reason="TF32 is GPU-only")),
+    (torch.bfloat16, "highest", 6e-2),
+    (torch.float16, "highest", 1e-2),
+]
+
+
+@pytest.mark.parametrize("dtype,precision,tol", LOW_CASES, ids=["fp32-ieee", "fp32-tf32", "bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(5, 37, 7, 19), (20, 300, 9, 5)], ids=shape_id)
+def test_reduced_precision(shape, dtype, precision, tol):
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        out, ref, _, _ = run_both(*shape, dtype, p=0.5, seed=1)
+    finally:
+        torch.set_float32_matmul_precision(old)
+    for name, o, r in zip(NAMES, out, ref):
+        assert o.dtype == dtype, name
+        scale = r.abs().max().clamp_min(1e-30)
+        err = (o.double() - r).abs().max() / scale
+        assert err <= tol, f"{name}: max error {err:.2e} of the output scale > {tol:.0e}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry-dropout hash
+# ----------------------------------------------------------------------------------------------------
+@triton.jit
+def _mask_probe(out_ptr, B, S, seed_mix, drop_threshold, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    keep = _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, True)
+    tl.store(out_ptr + rows[:, None] * S + cols[None, :], keep.to(tl.int8),
+             mask=(rows[:, None] < B) & (cols[None, :] < S))
+
+
+@pytest.mark.parametrize("p,seed", [(0.5, 0), (0.5, 123456789), (0.25, 2**31 + 5), (0.9, 42)])
+def test_hash_mask_matches_torch(p, seed):
+    """The in-kernel mask function, bit for bit, against the int64 torch version of the hash."""
+    from mn_kernels.inner_gradient import _hash_args
+
+    B, S = 40, 70
+    _, mix, threshold = _hash_args(B, p, seed)
+    out = torch.empty(B, S, dtype=torch.int8, device=DEVICE)
+    _mask_probe[(triton.cdiv(B, 16), triton.cdiv(S, 32))](out, B, S, mix, threshold, BLOCK_B=16, BLOCK_S=32)
+    expected = keep_mask_torch(B, S, p, seed)
+    assert torch.equal(out.cpu().bool(), expected)
+    assert abs(expected.float().mean().item() - (1 - p)) < 0.1
+
+
+def test_hash_mask_seen_by_forward():
+    """The mask the forward actually applies: with every score equal (z orthogonal to all keys), a query
+    attends uniformly to its kept entries, so lse_i = log(#kept_i) and loss_i = mean of ce over them."""
+    B, S, C, n, p, seed = 6, 50, 3, 4, 0.5, 9
+    z = torch.zeros(B, n, dtype=torch.float64)
+    z[:, 0] = 1.0
+    keys = torch.zeros(S, n, dtype=torch.float64)
+    keys[:, 1] = 1.0
+    keys[:, 2] = torch.linspace(-1, 1, S, dtype=torch.float64)  # distinct entries -> distinct ce
+    values = torch.softmax(torch.randn(S, C, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 1)
+    weight = torch.randn(C, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tau = torch.tensor(2.0, dtype=torch.float64)
+    args = [t.to(DEVICE) for t in (z, keys, values, weight, tau)]
+    _, loss, lse = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=seed)
+    keep = keep_mask_torch(B, S, p, seed).double()
+    kh = F.normalize(keys, dim=1)
+    ce = -(values * torch.log_softmax(tau * kh @ F.normalize(weight, dim=1).t(), 1)).sum(1)
+    torch.testing.assert_close(lse.cpu(), keep.sum(1).log(), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(loss.cpu(), (keep * ce).sum(1) / keep.sum(1), atol=1e-12, rtol=1e-12)
