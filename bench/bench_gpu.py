@@ -32,7 +32,7 @@ import triton.testing
 
 import mn
 
-CONFIGS = [(128, 5000, 10, 256), (128, 10000, 100, 256), (128, 10000, 200, 256), (512, 10000, 100, 256),
+CONFIGS = [(128, 10000, 100, 256), (128, 5000, 10, 256), (128, 10000, 200, 256), (512, 10000, 100, 256),
            (128, 100000, 100, 256), (128, 1000000, 100, 64)]
 # (label, backend, input dtype)
 IMPLS = [("triton tf32", "triton", torch.float32), ("triton bf16", "triton", torch.bfloat16),

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/mn-gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/python:$PWD${PYTHONPATH:+:$PYTHONPATH}"   # works even if the editable install fails
 
 {
   date -u
@@ -18,10 +19,11 @@ export PYTHONUNBUFFERED=1
 
 python3 -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v WARNING | tail -3
 
-# Every Triton test runs on the GPU when there is one (fp64 equality, gradcheck, tolerances, races, S = 1e6).
-timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests/test_triton.py tests/test_kernels_inner_gradient.py \
+# Every Triton test runs on the GPU when there is one (fp64 equality, gradcheck, tolerances, races, S = 1e6);
+# one block-size config per kernel (MN_AUTOTUNE=0): tuning each test shape would cost more than the tests.
+MN_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests/test_triton.py tests/test_kernels_inner_gradient.py \
   -q -rs --durations=10 2>&1 | tee "$OUT/gpu-tests.txt"
 
 # shellcheck disable=SC2086
-timeout "${BENCH_TIMEOUT:-420}" python3 bench/bench_gpu.py --out "$OUT/gpu-bench.md" ${BENCH_ARGS:-} \
+TRITON_PRINT_AUTOTUNING=1 timeout "${BENCH_TIMEOUT:-420}" python3 bench/bench_gpu.py --out "$OUT/gpu-bench.md" ${BENCH_ARGS:-} \
   2>&1 | tee "$OUT/gpu-bench.log"

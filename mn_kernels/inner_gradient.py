@@ -67,6 +67,9 @@ import triton.language as tl
 
 EPS = 1e-12
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# MN_AUTOTUNE=0 keeps the first candidate of each kernel: for test runs, where tuning every new shape would
+# cost more compile time than the tests themselves.
+_AUTOTUNE = os.environ.get("MN_AUTOTUNE", "1") != "0"
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -81,7 +84,8 @@ def _configs(candidates):
     config (tuning there only costs time). Candidates that exceed shared memory are skipped by the tuner."""
     if _INTERPRET:
         return [triton.Config({"BLOCK_B": 16, "BLOCK_S": 16}, num_warps=1, num_stages=1)]
-    return [triton.Config({"BLOCK_B": bb, "BLOCK_S": bs}, num_warps=w, num_stages=st) for bb, bs, w, st in candidates]
+    return [triton.Config({"BLOCK_B": bb, "BLOCK_S": bs}, num_warps=w, num_stages=st)
+            for bb, bs, w, st in (candidates if _AUTOTUNE else candidates[:1])]
 
 
 # Chosen from offline sm_90 compiles at n = 256 (shared memory must fit 227 KiB with fp32 operands);
