@@ -119,4 +119,4 @@ def test_torch_reference_runs_cifar100_config_without_materialising():
     finally:
         closed_form._chunk_sums = real_chunk_sums
     assert grad.shape == (128, 100, 256) and torch.isfinite(grad).all() and torch.isfinite(keys.grad).all()
-    assert max(peak) <= closed_form.CHUNK_ELEMENTS
+    assert len(peak) > 1 and max(peak) <= closed_form.CHUNK_ELEMENTS

@@ -155,16 +155,20 @@ def test_gpu_reruns_are_bitwise_equal(dtype):
 
 @pytest.mark.gpu
 def test_gpu_million_entries():
-    """S = 1e6: runs in the fused path's memory (the references would need B x S x C or S x C x n) and the
-    forward agrees with the chunked closed-form reference."""
-    B, S, C, n = 16, 1_000_000, 10, 64
+    """S = 1e6: the fused path's extra memory stays a small multiple of the dictionary's own size S·(C+n), far
+    below any B x S x C, S x C x n or B x S x n tensor (each 16-26 GB here), and the forward agrees with the
+    chunked closed-form reference in float64."""
+    B, S, C, n = 64, 1_000_000, 100, 64
     inputs = [t.requires_grad_() for t in make_inputs(B, S, C, n, dtype=torch.float32, device="cuda", seed=8)]
+    torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     grad, loss = mn.inner_gradient(*inputs, gamma=5.0, backend="triton")
     (grad.sum() + loss.sum()).backward()
+    torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
-    assert extra < 64 * 2**20 + 4 * S * (C + 2 * n + 4), f"extra memory {extra / 2**20:.0f} MiB"
+    dictionary = 4 * S * (C + n)
+    assert extra < 8 * dictionary, f"extra memory {extra / 2**20:.0f} MiB = {extra / dictionary:.1f} x S(C+n) floats"
     with torch.no_grad():
         ref_grad, ref_loss = mn.inner_gradient(*[t.double() for t in inputs], gamma=5.0, backend="torch")
     assert _scaled_error(grad.detach(), ref_grad) < 2e-2 and _scaled_error(loss.detach(), ref_loss) < 2e-2
