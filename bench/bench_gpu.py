@@ -37,6 +37,10 @@ CONFIGS = [(128, 10000, 100, 256), (128, 5000, 10, 256), (128, 10000, 200, 256),
 # (label, backend, input dtype)
 IMPLS = [("triton tf32", "triton", torch.float32), ("triton bf16", "triton", torch.bfloat16),
          ("torch", "torch", torch.float32), ("autograd", "autograd", torch.float32)]
+# Three inner steps (ft:3), first config only: steps 2-3 have per-example weights, which the fused kernels do
+# not take, so on `triton` they run on the `torch` reference; this row prices that.
+STEPS3 = [("triton tf32 ft:3", "triton", torch.float32), ("torch ft:3", "torch", torch.float32),
+          ("autograd ft:3", "autograd", torch.float32)]
 
 
 def make_head_inputs(B, S, C, n, dtype, seed=0):
@@ -74,8 +78,9 @@ def peak_step_mib(step) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def measure(cfg, backend, dtype):
-    """{'fwd', 'bwd', 'step': median ms, 'mem': peak MiB of a step} or {'error': ...}."""
+def measure(cfg, backend, dtype, inner_steps=1):
+    """{'fwd', 'bwd', 'step': median ms, 'mem': peak MiB of a step} or {'error': ...}; with inner_steps > 1
+    only the step (the op's own forward and backward do not depend on it)."""
     B, S, C, n = cfg
     try:
         inputs, target = make_head_inputs(B, S, C, n, dtype)
@@ -86,9 +91,11 @@ def measure(cfg, backend, dtype):
             return mn.inner_gradient(*op_inputs, gamma=5.0, backend=backend)
 
         def step():
-            logits = mn.adapted_logits(*op_inputs, alpha, gamma=5.0, backend=backend)
+            logits = mn.adapted_logits(*op_inputs, alpha, gamma=5.0, inner_steps=inner_steps, backend=backend)
             F.cross_entropy(logits.float(), target).backward()
 
+        if inner_steps > 1:
+            return {"step": bench_ms(step), "mem": peak_step_mib(step)}
         out = {"fwd": bench_ms(forward)}
         grad, loss = forward()
         cot = (torch.randn_like(grad), torch.randn_like(loss))
@@ -109,6 +116,7 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="*", help="B,S,C,n tuples (default: the issue's six)")
     parser.add_argument("--impls", nargs="*", help="labels to run (default: all)")
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--steps3", action="store_true", help="add three-inner-step rows for the first config")
     args = parser.parse_args(argv)
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     impls = [i for i in IMPLS if not args.impls or i[0] in args.impls]
@@ -131,19 +139,26 @@ def main(argv=None):
 
     for line in lines:
         emit(line)
-    for cfg in configs:
-        results = {label: measure(cfg, backend, dtype) for label, backend, dtype in impls}
-        flops = 4 * 2 * cfg[0] * cfg[1] * cfg[2] * cfg[3]
+    def emit_rows(cfg, results, refs, flops):
         for label, r in results.items():
             if "error" in r:
-                row = f"| {','.join(map(str, cfg))} | {label} | {r['error']} | | | | | | |"
-            else:
-                def speedup(ref):
-                    other = results.get(ref, {})
-                    return f"{other['step'] / r['step']:.1f}x" if "step" in other else other.get("error", "-")
-                row = (f"| {','.join(map(str, cfg))} | {label} | {r['fwd']:.3f} | {r['bwd']:.3f} | {r['step']:.3f} | "
-                       f"{speedup('torch')} | {speedup('autograd')} | {r['mem']:.0f} | {flops / r['step'] / 1e9:.1f} |")
-            emit(row)
+                emit(f"| {','.join(map(str, cfg))} | {label} | {r['error']} | | | | | | |")
+                continue
+
+            def speedup(ref):
+                other = results.get(ref, {})
+                return f"{other['step'] / r['step']:.1f}x" if "step" in other else other.get("error", "-")
+            fwd, bwd = (f"{r[k]:.3f}" if k in r else "-" for k in ("fwd", "bwd"))
+            emit(f"| {','.join(map(str, cfg))} | {label} | {fwd} | {bwd} | {r['step']:.3f} | {speedup(refs[0])} | "
+                 f"{speedup(refs[1])} | {r['mem']:.0f} | {flops / r['step'] / 1e9:.1f} |")
+
+    for cfg in configs:
+        results = {label: measure(cfg, backend, dtype) for label, backend, dtype in impls}
+        emit_rows(cfg, results, ("torch", "autograd"), 4 * 2 * cfg[0] * cfg[1] * cfg[2] * cfg[3])
+    if args.steps3:
+        cfg = configs[0]
+        results = {label: measure(cfg, backend, dtype, inner_steps=3) for label, backend, dtype in STEPS3}
+        emit_rows(cfg, results, ("torch ft:3", "autograd ft:3"), 3 * 4 * 2 * cfg[0] * cfg[1] * cfg[2] * cfg[3])
 
 
 if __name__ == "__main__":

@@ -25,5 +25,5 @@ MN_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests/test_triton
   -q -rs --durations=10 2>&1 | tee "$OUT/gpu-tests.txt"
 
 # shellcheck disable=SC2086
-TRITON_PRINT_AUTOTUNING=1 timeout "${BENCH_TIMEOUT:-420}" python3 bench/bench_gpu.py --out "$OUT/gpu-bench.md" ${BENCH_ARGS:-} \
+TRITON_PRINT_AUTOTUNING=1 timeout "${BENCH_TIMEOUT:-420}" python3 bench/bench_gpu.py --out "$OUT/gpu-bench.md" ${BENCH_ARGS:---steps3} \
   2>&1 | tee "$OUT/gpu-bench.log"
