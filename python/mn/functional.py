@@ -12,7 +12,7 @@ def _as_tau(tau, like: torch.Tensor):
     return tau if isinstance(tau, torch.Tensor) else torch.tensor(float(tau), dtype=like.dtype, device=like.device)
 
 
-def _draw_seed(entry_dropout: float, seed):
+def draw_seed(entry_dropout: float, seed):
     """With dropout and no seed, a fresh one from torch's default generator (so torch.manual_seed replays it)."""
     if entry_dropout > 0 and seed is None:
         return int(torch.randint(0, 2**62, ()).item())
@@ -35,7 +35,7 @@ def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, se
     check_dropout(entry_dropout, seed)
     impl = get_backend(backend, z.device)
     return impl.inner_gradient(z, keys, values, weight, tau, gamma=float(gamma),
-                               entry_dropout=float(entry_dropout), seed=_draw_seed(entry_dropout, seed))
+                               entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
 
 
 def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
@@ -59,7 +59,7 @@ def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1,
     check_positive("inner_steps", inner_steps, integer=True)
     first = get_backend(backend, z.device)
     later = first if first.per_example else BACKENDS["torch"]
-    options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout), seed=_draw_seed(entry_dropout, seed))
+    options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
     phi = weight
     for step in range(inner_steps):
         grad, _ = (first if step == 0 else later).inner_gradient(z, keys, values, phi, tau, **options)

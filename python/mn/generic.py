@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ._validate import check_dropout, check_positive
+from .functional import draw_seed
 from .reference._common import attention_weights, autograd_enabled, entry_keep, normalize, usable
 
 SIMILARITIES = ("cosine", "euclidean")
@@ -86,8 +87,7 @@ class MetaNeighborhoods(nn.Module):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Attention weights (B, S) of queries x over the entries (dropout applied in training)."""
         p = self.entry_dropout if self.training else 0.0
-        seed = int(torch.randint(0, 2**62, ()).item()) if p > 0 else 0
-        keep = entry_keep(x.shape[0], torch.arange(self.keys.shape[0], device=x.device), p, seed, x.device)
+        keep = entry_keep(x.shape[0], torch.arange(self.keys.shape[0], device=x.device), p, draw_seed(p, None), x.device)
         return attention_weights(similarity_scores(x, self.keys, self.similarity, self.gamma), keep)
 
     def _entry_loss(self, params, key, value):
