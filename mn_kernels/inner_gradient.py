@@ -38,10 +38,10 @@ B x S x n is ever materialised.
                         the splits are combined on the host. Knowing ``lse`` exactly before the main pass
                         makes the weights final (``exp(s - lse)``) in every later kernel, so partial sums
                         need no rescaling and any gamma is safe.
-* ``_fwd_kernel``      grid (query block, class block), loop over entry tiles:
+* ``_fwd_kernel``      grid (query block, class block of BLOCK_C = 2..4), loop over entry tiles:
                         ``A = w (x) delta`` as a (BLOCK_B*BLOCK_C) x BLOCK_S tile, ``U += A @ kh_tile``;
                         epilogue projects with P_c and stores grad; loss from the class-block-0 programs.
-* ``_bwd_dzh_kernel``  grid (query block, class block), loop over entry tiles (like flash-attention-2's
+* ``_bwd_dzh_kernel``  grid (query block, class block of 4), loop over entry tiles (like flash-attention-2's
                         dq kernel): ``X = dU @ kh^T``; ``R_ij = sum_{c in block} w_ij delta_jc X_icj``
                         (+ ``w_ij (dL_i ce_j - D_i)`` in class block 0) so that ``sum_blocks R = ds``;
                         ``dzh += R @ kh`` is linear in R, so each class block writes its own partial
@@ -57,6 +57,9 @@ every entry dropped has ``lse = -inf``, zero weights, zero grad and zero loss.
 
 Dtypes: float32 / bfloat16 / float16 inputs use their own dtype as ``tl.dot`` operands and float32
 accumulators; float64 inputs compute in float64. fp32 dots follow ``torch.get_float32_matmul_precision()``.
+Every ``tl.dot`` into an accumulator names ``out_dtype`` (the accumulator's): Triton <= 3.6 defaults it to
+float32 and rejects a float64 accumulator otherwise (the interpreter of later versions accepts it).
+Per-entry arrays (delta, cos, ddelta) are class-major, C x S, as the kernels read them: no transposes.
 """
 import math
 import os
@@ -79,19 +82,34 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def _configs(candidates):
-    """Autotune candidates (BLOCK_B, BLOCK_S, num_warps, num_stages); the interpreter gets one small
-    config (tuning there only costs time). Candidates that exceed shared memory are skipped by the tuner."""
+def _configs(names, candidates):
+    """Autotune candidates: tuples of the meta-parameters ``names`` then num_warps, num_stages. The
+    interpreter gets one small config (tuning there only costs time); with MN_AUTOTUNE=0 the first
+    candidate is the only one. Candidates that exceed shared memory are skipped by the tuner."""
     if _INTERPRET:
-        return [triton.Config({"BLOCK_B": 16, "BLOCK_S": 16}, num_warps=1, num_stages=1)]
-    return [triton.Config({"BLOCK_B": bb, "BLOCK_S": bs}, num_warps=w, num_stages=st)
-            for bb, bs, w, st in (candidates if _AUTOTUNE else candidates[:1])]
+        small = {"BLOCK_B": 16, "BLOCK_C": 4, "BLOCK_S": 16}
+        return [triton.Config({k: small[k] for k in names}, num_warps=1, num_stages=1)]
+    return [triton.Config(dict(zip(names, c[:-2])), num_warps=c[-2], num_stages=c[-1])
+            for c in (candidates if _AUTOTUNE else candidates[:1])]
 
 
-# Chosen from offline sm_90 compiles at n = 256 (shared memory must fit 227 KiB with fp32 operands);
-# 8 warps halve the per-thread share of the (BLOCK_B*BLOCK_C) x n accumulators.
-_MAIN_CONFIGS = [(16, 32, 8, 2), (16, 64, 8, 2), (16, 32, 4, 3), (32, 32, 8, 2)]
-_LSE_CONFIGS = [(16, 64, 4, 3), (32, 64, 8, 3), (64, 64, 8, 2)]
+# Chosen from offline sm_90 compiles at n = 256 (ptxas register/spill counts; shared memory within 227 KiB
+# with fp32 operands), best first. The (BLOCK_B*BLOCK_C) x n accumulator is what spills: BLOCK_C = 4 with
+# 8 warps keeps it at 64 fp32 registers per thread at n = 256, and doubles the class-block grid axis
+# (C = 100: 8 x 25 = 200 programs for 132 SMs instead of 104) for the price of recomputing the scores
+# once per 4 classes (n / (4 n) = 1/4 of the contraction's flops, by tensor cores).
+_LSE_NAMES = ("BLOCK_B", "BLOCK_S")
+_LSE_CONFIGS = [(32, 64, 8, 3), (16, 64, 4, 3), (64, 64, 8, 2)]
+_MAIN_NAMES = ("BLOCK_B", "BLOCK_C", "BLOCK_S")
+_FWD_CONFIGS = [(16, 4, 64, 8, 3), (16, 4, 64, 8, 2), (16, 4, 32, 8, 3), (32, 2, 64, 8, 2)]
+# dkh has no spill-free candidate at n = 256 (its BLOCK_S x n accumulator comes on top of the class-loop
+# tiles); these spill least (<= 0.8 KB per thread, the previous 64-entry tile spilled 1.6 KB and needed
+# 400 KB of shared memory in fp32). BLOCK_S = 32 also gives S / 32 programs (313 at S = 10^4).
+_DKH_CONFIGS = [(16, 4, 32, 8, 2), (16, 2, 32, 8, 2), (16, 4, 32, 8, 1)]
+# The dzh launcher allocates one partial per class block, so its BLOCK_C is fixed (_DZH_BLOCK_C).
+_DZH_NAMES = ("BLOCK_B", "BLOCK_S")
+_DZH_CONFIGS = [(16, 32, 8, 3), (16, 32, 4, 3), (16, 64, 8, 2)]
+_DZH_BLOCK_C = 4
 
 
 # Autotune keys: a power-of-two bucket of S, C and n -- never B, so batch-size changes reuse the tuning.
@@ -146,7 +164,7 @@ def _class_rows(pid_b, pid_c, B, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr
 # ----------------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------------
-@triton.autotune(configs=_configs(_LSE_CONFIGS), key=_KEY)
+@triton.autotune(configs=_configs(_LSE_NAMES, _LSE_CONFIGS), key=_KEY)
 @triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
 def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
                 B, S, C, n, seed_mix, drop_threshold, entries_per_split, s_bucket,
@@ -183,7 +201,7 @@ def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
     tl.store(l_ptr + out, l_i, mask=rows < B)
 
 
-@triton.autotune(configs=_configs(_MAIN_CONFIGS), key=_KEY)
+@triton.autotune(configs=_configs(_MAIN_NAMES, _FWD_CONFIGS), key=_KEY)
 @triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
 def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
@@ -216,7 +234,7 @@ def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr
                         mask=(cls[:, None] < C) & (cols[None, :] < S), other=0.0)
         # A[(i, c), j] = w_ij delta_jc, the left operand of the contraction over the entry tile.
         a = tl.reshape(w[:, None, :] * delta[None, :, :], (BLOCK_B * BLOCK_C, BLOCK_S))
-        acc = tl.dot(a.to(kh.dtype), kh, acc, input_precision=PRECISION)
+        acc = tl.dot(a.to(kh.dtype), kh, acc, input_precision=PRECISION, out_dtype=acc_ty)
         ce = tl.load(ce_ptr + cols, mask=cols < S, other=0.0)
         loss += tl.sum(w * ce[None, :], axis=1)
 
@@ -232,7 +250,7 @@ def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr
         tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=rows < B)
 
 
-@triton.autotune(configs=_configs(_MAIN_CONFIGS), key=_KEY)
+@triton.autotune(configs=_configs(_DZH_NAMES, _DZH_CONFIGS), key=_KEY)
 @triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
 def _bwd_dzh_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_ptr,
                     dzh_part_ptr, a_ptr,
@@ -243,7 +261,8 @@ def _bwd_dzh_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_pt
 
     ds_ij = sum_blocks R_ij with R_ij = sum_{c in block} w_ij delta_jc X_icj, plus w_ij (dL_i ce_j - D_i)
     in block 0; dzh_i = gamma sum_j ds_ij kh_j is linear in R, so block b stores R_b @ kh to
-    dzh_part[b] (the host sums the blocks and applies gamma). The dU block stays on chip for the whole entry loop (it is the reused operand)."""
+    dzh_part[b] (the host sums the blocks and applies gamma). The dU block stays on chip for the whole
+    entry loop (it is the reused operand)."""
     pid_b = tl.program_id(0)
     pid_c = tl.program_id(1)
     acc_ty = ce_ptr.dtype.element_ty
@@ -278,7 +297,7 @@ def _bwd_dzh_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_pt
         wd = w[:, None, :] * delta[None, :, :]                                # w_ij delta_jc
         r = tl.sum(wd * tl.reshape(x, (BLOCK_B, BLOCK_C, BLOCK_S)), axis=1)
         r += first * w * (dL[:, None] * ce[None, :] - D[:, None])
-        acc = tl.dot(r.to(kh.dtype), kh, acc, input_precision=PRECISION)
+        acc = tl.dot(r.to(kh.dtype), kh, acc, input_precision=PRECISION, out_dtype=acc_ty)
         a_acc += tl.sum(wd * cos[None, :, :], axis=2)
 
     tl.store(dzh_part_ptr + (pid_c * B + rows[:, None]).to(tl.int64) * n + k[None, :], acc,
@@ -286,7 +305,7 @@ def _bwd_dzh_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_pt
     tl.store(a_ptr + rows[:, None] * C + cls[None, :], a_acc, mask=(rows[:, None] < B) & (cls[None, :] < C))
 
 
-@triton.autotune(configs=_configs(_MAIN_CONFIGS), key=_KEY)
+@triton.autotune(configs=_configs(_MAIN_NAMES, _DKH_CONFIGS), key=_KEY)
 @triton.jit(do_not_specialize=["seed_mix", "drop_threshold"])
 def _bwd_dkh_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_ptr,
                     dkh_ptr, dce_ptr, ddeltaT_ptr,
@@ -338,12 +357,13 @@ def _bwd_dkh_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr,
             tl.store(dd_ptrs, dd, mask=tile)
             # dkh_j += sum_{i,c} w_ij delta_jc dU_ic: A^T @ dU with A the forward's (w (x) delta) tile.
             a = tl.reshape(wd, (BLOCK_B * BLOCK_C, BLOCK_S))
-            dkh = tl.dot(tl.trans(a.to(dU.dtype)), dU, dkh, input_precision=PRECISION)
+            dkh = tl.dot(tl.trans(a.to(dU.dtype)), dU, dkh, input_precision=PRECISION, out_dtype=acc_ty)
         # Make this iteration's ddelta stores visible to all threads before the next read of the tile.
         tl.debug_barrier()
 
         ds = r + w * (dL[:, None] * ce[None, :] - D[:, None])
-        dkh = tl.dot(tl.trans(ds.to(zh.dtype)), zh, dkh, input_precision=PRECISION)  # zh is gamma zh
+        # zh here is gamma zh, so this is the gamma sum_i ds_ij zh_i term.
+        dkh = tl.dot(tl.trans(ds.to(zh.dtype)), zh, dkh, input_precision=PRECISION, out_dtype=acc_ty)
         dce += tl.sum(w * dL[:, None], axis=0)
 
     tl.store(dkh_ptr + cols[:, None].to(tl.int64) * n + k[None, :], dkh,
@@ -364,11 +384,6 @@ def _normalize_bwd(xh, rnorm, clamped, dxh):
     """Backward of x / max(||x||, eps): (dxh - xh (xh . dxh)) / ||x||, or dxh / eps where clamped."""
     radial = torch.where(clamped, 0.0, (xh * dxh).sum(1, keepdim=True))
     return (dxh - xh * radial) * rnorm
-
-
-def _block_c(C):
-    # Fixed per call (not autotuned): the backward writes one dzh partial per class block.
-    return 4 if _INTERPRET else min(8, triton.next_power_of_2(C))
 
 
 def _hash_args(B, entry_dropout, seed):
@@ -404,15 +419,17 @@ class _Setup:
         self.zh, self.z_rnorm, self.z_clamped = _normalize(z.to(ct))
         self.kh, self.k_rnorm, self.k_clamped = _normalize(keys.to(ct))
         self.wh, self.w_rnorm, self.w_clamped = _normalize(weight.to(ct))
-        self.v = values.to(ct)
-        self.cos = self.kh @ self.wh.t()                                  # kh_j . wh_c   (S x C)
-        self.logp = torch.log_softmax(self.tau * self.cos, dim=1)
-        self.p = self.logp.exp()
-        self.ce = -(self.v * self.logp).sum(1)
+        # Per-entry quantities are kept class-major (C x S, "T" = transposed), the layout the kernels read
+        # (contiguous entry tiles per class) and the one the matmul produces: no transposed copies.
+        self.vT = values.to(ct).t()                                       # a view
+        self.cosT = self.wh @ self.kh.t()                                 # kh_j . wh_c   (C x S)
+        self.logpT = torch.log_softmax(self.tau * self.cosT, dim=0)
+        self.pT = self.logpT.exp()
+        self.ce = -(self.vT * self.logpT).sum(0)
         # d ce / d l = sigma p - v with sigma = sum_c v (= 1 for probabilities): the exact derivative
         # also off the simplex, so that the backward matches autograd for any values.
-        self.sigma = self.v.sum(1, keepdim=True)
-        self.delta = self.tau * (self.sigma * self.p - self.v)
+        self.sigma = self.vT.sum(0, keepdim=True)                         # (1, S)
+        self.deltaT = (self.tau * (self.sigma * self.pT - self.vT)).contiguous()
         # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
         # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
         # The interpreter (triton 3.9) computes bfloat16 tl.dot wrongly, so there bf16 operands go as fp32.
@@ -422,7 +439,6 @@ class _Setup:
         self.has_dropout, self.seed_mix, self.threshold = _hash_args(B, entry_dropout, seed)
         self.precision = dot_precision(z.dtype)
         self.block_n = max(16, triton.next_power_of_2(n))
-        self.block_c = _block_c(C)
         self.consts = dict(seed_mix=self.seed_mix, drop_threshold=self.threshold,
                            s_bucket=triton.next_power_of_2(S))
         self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=self.has_dropout, PRECISION=self.precision)
@@ -456,10 +472,10 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
     lse = st.lse()
     grad = torch.empty(B, C, n, device=z.device, dtype=z.dtype)
     loss = torch.empty(B, device=z.device, dtype=z.dtype)
-    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, st.block_c))
-    _fwd_kernel[grid](st.zs_op, st.kh_op, st.delta.t().contiguous(), st.ce, lse, st.wh.contiguous(),
+    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, meta["BLOCK_C"]))
+    _fwd_kernel[grid](st.zs_op, st.kh_op, st.deltaT, st.ce, lse, st.wh,
                       st.w_rnorm.reshape(C).contiguous(), grad, loss, B, S, C, n,
-                      BLOCK_C=st.block_c, **st.consts, **st.meta)
+                      **st.consts, **st.meta)
     return grad, loss, lse
 
 
@@ -475,38 +491,38 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
         raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}")
     h, g, dL = dgrad.to(ct), grad.to(ct), dloss.to(ct).contiguous()
     wh, w_rnorm = st.wh, st.w_rnorm                                     # (C, n), (C, 1)
-    b = (h * wh).sum(-1)                                                # wh_c . dg_ic
-    dU = (h - b[..., None] * wh) * w_rnorm                              # P_c dg_ic
-    D = ((g * h).sum((1, 2)) + dL * inner_loss.to(ct)).contiguous()
+    # Written to allocate no B x C x n temporaries besides dU itself (extra-memory budget).
+    b = torch.einsum("bcn,cn->bc", h, wh)                               # wh_c . dg_ic
+    dU = torch.addcmul(h, b[..., None], wh, value=-1).mul_(w_rnorm)     # P_c dg_ic
+    D = torch.einsum("bk,bk->b", g.reshape(B, -1), h.reshape(B, -1)) + dL * inner_loss.to(ct)
     dU_op = dU.to(st.op_dtype).contiguous()
     lse = lse.to(ct).contiguous()
-    deltaT = st.delta.t().contiguous()
 
-    ncb = triton.cdiv(C, st.block_c)
+    ncb = triton.cdiv(C, _DZH_BLOCK_C)
     dzh_part = torch.empty(ncb, B, n, device=z.device, dtype=ct)
     a = torch.empty(B, C, device=z.device, dtype=ct)
     grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), ncb)
-    _bwd_dzh_kernel[grid](st.zs_op, st.kh_op, deltaT, st.cos.t().contiguous(), st.ce, lse, dU_op, dL, D,
-                          dzh_part, a, B, S, C, n, BLOCK_C=st.block_c, **st.consts, **st.meta)
+    _bwd_dzh_kernel[grid](st.zs_op, st.kh_op, st.deltaT, st.cosT, st.ce, lse, dU_op, dL, D,
+                          dzh_part, a, B, S, C, n, BLOCK_C=_DZH_BLOCK_C, **st.consts, **st.meta)
     dzh = st.gamma * dzh_part.sum(0)
 
     dkh = torch.empty(S, n, device=z.device, dtype=ct)
     dce = torch.empty(S, device=z.device, dtype=ct)
     ddeltaT = torch.empty(C, S, device=z.device, dtype=ct)
     grid = lambda meta: (triton.cdiv(S, meta["BLOCK_S"]),)
-    _bwd_dkh_kernel[grid](st.zs_op, st.kh_op, deltaT, st.ce, lse, dU_op, dL, D, dkh, dce, ddeltaT,
-                          B, S, C, n, BLOCK_C=st.block_c, **st.consts, **st.meta)
-    ddelta = ddeltaT.t()
+    _bwd_dkh_kernel[grid](st.zs_op, st.kh_op, st.deltaT, st.ce, lse, dU_op, dL, D, dkh, dce, ddeltaT,
+                          B, S, C, n, **st.consts, **st.meta)
 
-    # Per entry: delta = tau (sigma p - v), ce = -sum v log p, p = softmax(tau * cos); O(S C + S C n).
-    tau_, p, v, logp, sigma = st.tau, st.p, st.v, st.logp, st.sigma
-    dp = tau_ * sigma * ddelta
-    dtau = ((sigma * p - v) * ddelta).sum()
-    dv = tau_ * ((p * ddelta).sum(1, keepdim=True) - ddelta) - dce[:, None] * logp
-    dl = p * (dp - (p * dp).sum(1, keepdim=True)) + dce[:, None] * (sigma * p - v)
-    dtau = dtau + (dl * st.cos).sum()
-    dkh = dkh + tau_ * (dl @ wh)
-    dwh = tau_ * (dl.t() @ st.kh)
+    # Per entry, class-major like the forward: delta = tau (sigma p - v), ce = -sum v log p,
+    # p = softmax(tau * cos); O(S C + S C n).
+    tau_, p, v, logp, sigma = st.tau, st.pT, st.vT, st.logpT, st.sigma
+    dp = tau_ * sigma * ddeltaT
+    dtau = ((sigma * p - v) * ddeltaT).sum()
+    dvT = tau_ * ((p * ddeltaT).sum(0, keepdim=True) - ddeltaT) - dce[None, :] * logp
+    dl = p * (dp - (p * dp).sum(0, keepdim=True)) + dce[None, :] * (sigma * p - v)
+    dtau = dtau + (dl * st.cosT).sum()
+    dkh = dkh + tau_ * (dl.t() @ wh)
+    dwh = tau_ * (dl @ st.kh)
     # The P_c term of the projection (u = ||w|| grad + a wh written out), summed over the batch.
     dW_proj = -w_rnorm * ((h * g).sum((0, 2))[:, None] * wh + torch.einsum("bc,bcn->cn", b, g)
                           + torch.einsum("bc,bcn->cn", a, dU))
@@ -515,4 +531,4 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     dkeys = _normalize_bwd(st.kh, st.k_rnorm, st.k_clamped, dkh)
     dweight = _normalize_bwd(wh, w_rnorm, st.w_clamped, dwh) + dW_proj
     dt = z.dtype
-    return dz.to(dt), dkeys.to(dt), dv.to(dt), dweight.to(dt), dtau.to(dt)
+    return dz.to(dt), dkeys.to(dt), dvT.t().to(dt).contiguous(), dweight.to(dt), dtau.to(dt)
