@@ -36,6 +36,7 @@ CONFIGS = [(128, 10000, 100, 256), (128, 5000, 10, 256), (128, 10000, 200, 256),
            (128, 100000, 100, 256), (128, 1000000, 100, 64)]
 # (label, backend, input dtype)
 IMPLS = [("triton tf32", "triton", torch.float32), ("triton bf16", "triton", torch.bfloat16),
+         ("native fp32", "native", torch.float32),
          ("torch", "torch", torch.float32), ("autograd", "autograd", torch.float32)]
 # Three inner steps (ft:3), first config only: steps 2-3 have per-example weights, which the fused kernels do
 # not take, so on `triton` they run on the `torch` reference; this row prices that.
@@ -119,7 +120,10 @@ def main(argv=None):
     parser.add_argument("--steps3", action="store_true", help="add three-inner-step rows for the first config")
     args = parser.parse_args(argv)
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
-    impls = [i for i in IMPLS if not args.impls or i[0] in args.impls]
+    status = mn.available_backends(DEVICE)
+    skipped = {label: status.get(backend, "not registered") for label, backend, _ in IMPLS
+               if status.get(backend, "not registered") is not None}
+    impls = [i for i in IMPLS if (not args.impls or i[0] in args.impls) and i[0] not in skipped]
     torch.set_float32_matmul_precision("high")     # TF32 for fp32 matmuls and fp32 tl.dot
     device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU, Triton interpreter (dry run)"
     lines = [f"# Head step, fused vs references: {device_name}",
@@ -127,6 +131,7 @@ def main(argv=None):
              f"- torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, "
              f"python {platform.python_version()}",
              "- median ms (triton.testing.do_bench); step = adapted logits + CE + backward; gamma 5, one inner step",
+             *(f"- not measured: {label} ({why})" for label, why in skipped.items()),
              "", "| B,S,C,n | impl | fwd ms | bwd ms | step ms | vs torch | vs autograd | peak MiB | TFLOP/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     sink = open(args.out, "w") if args.out else None
