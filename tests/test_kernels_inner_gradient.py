@@ -1,4 +1,5 @@
-"""Kernel-level tests of mn_kernels.inner_gradient against a paper-literal autograd reference.
+"""Kernel-level tests of mn_kernels.inner_gradient (the launchers, no autograd Function) against the
+package's paper-literal reference, mn.reference.inner_gradient_autograd.
 
 Without CUDA the Triton kernels run through the interpreter (TRITON_INTERPRET=1, set before triton is
 imported); shapes stay small because the interpreter is slow. With CUDA the same tests run compiled.
@@ -15,62 +16,26 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from conftest import make_inputs, shape_id  # noqa: E402
+from mn.dropout import keep_mask as mn_keep_mask  # noqa: E402
+from mn.reference import inner_gradient_autograd  # noqa: E402
 from mn_kernels.inner_gradient import _keep_mask, inner_gradient_bwd, inner_gradient_fwd  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-M32 = 0xFFFFFFFF
 
 
-# ----------------------------------------------------------------------------------------------------
-# Independent references
-# ----------------------------------------------------------------------------------------------------
-def keep_mask_torch(B, S, p, seed):
-    """DESIGN.md section 5 hash in int64 arithmetic (masking to 32 bits after every step); True = kept."""
-    i = torch.arange(B, dtype=torch.int64)[:, None]
-    j = torch.arange(S, dtype=torch.int64)[None, :]
-    x = ((seed * 0x9E3779B1) & M32) ^ ((i * 0x85EBCA77) & M32) ^ ((j * 0xC2B2AE3D) & M32)
-    x = x ^ (x >> 16)
-    x = (x * 0x85EBCA6B) & M32
-    x = x ^ (x >> 13)
-    x = (x * 0xC2B2AE35) & M32
-    x = x ^ (x >> 16)
-    return ~((x >> 8).double() < p * 2.0**24)
-
-
-def reference(z, keys, values, weight, tau, gamma, keep):
-    """The inner gradient the most literal way: per-example weight copies, B x S x C logits, autograd."""
-    B, (C, n) = z.shape[0], weight.shape
-    zh, kh = F.normalize(z, dim=1), F.normalize(keys, dim=1)
-    W_b = weight.expand(B, C, n)
-    s = gamma * zh @ kh.t()
-    # Softmax over the kept entries; a query with none kept gets all-zero weights (not NaN).
-    shift = torch.where(keep, s, torch.full_like(s, -float("inf"))).amax(1, keepdim=True)
-    e = torch.exp(s - torch.where(keep.any(1, keepdim=True), shift, torch.zeros_like(shift)).detach()) * keep
-    w = e / e.sum(1, keepdim=True).clamp_min(1e-300)
-    logits = tau * torch.einsum("jn,bcn->bjc", kh, F.normalize(W_b, dim=2))
-    ce = -(values[None] * torch.log_softmax(logits, dim=2)).sum(2)
-    inner_loss = (w * ce).sum(1)
-    (grad,) = torch.autograd.grad(inner_loss.sum(), W_b, create_graph=True)
-    return grad, inner_loss
-
-
-def make_inputs(B, S, C, n, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(B, n, generator=g, dtype=torch.float64)
-    keys = torch.randn(S, n, generator=g, dtype=torch.float64)
-    values = torch.softmax(2.0 * torch.randn(S, C, generator=g, dtype=torch.float64), dim=1)
-    weight = torch.randn(C, n, generator=g, dtype=torch.float64)
-    tau = torch.tensor(3.0, dtype=torch.float64)
-    return [t.to(dtype) for t in (z, keys, values, weight, tau)]
+def keep_mask(B, S, p, seed):
+    """The DESIGN §5 mask (True = kept); mn.dropout's, itself checked against numpy in tests/test_dropout.py."""
+    return mn_keep_mask(seed, torch.arange(B), torch.arange(S), p)
 
 
 def run_both(B, S, C, n, dtype, gamma=5.0, p=0.0, seed=0):
     """(kernel outputs, float64 reference outputs) of forward and backward for one random problem."""
     # Round the inputs to `dtype` first, so that the comparison measures the kernels, not the inputs.
-    inputs = [t.double() for t in make_inputs(B, S, C, n, dtype, seed=B + S + C + n)]
+    inputs = [t.double() for t in make_inputs(B, S, C, n, dtype=dtype, seed=B + S + C + n)]
     ref_in = [t.clone().requires_grad_() for t in inputs]
-    keep = keep_mask_torch(B, S, p, seed)
-    grad_r, loss_r = reference(*ref_in, gamma, keep)
+    keep = keep_mask(B, S, p, seed)
+    grad_r, loss_r = inner_gradient_autograd(*ref_in, gamma=gamma, entry_dropout=p, seed=seed)
     gen = torch.Generator().manual_seed(1)
     dgrad = torch.randn(B, C, n, generator=gen).to(dtype).double()
     dloss = torch.randn(B, generator=gen).to(dtype).double()
@@ -93,10 +58,6 @@ def assert_all_close(out, ref, atol, rtol):
         assert o.shape == r.shape, name
         assert torch.isfinite(o).all(), name
         torch.testing.assert_close(o.double(), r, atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
-
-
-def shape_id(shape):
-    return "B{}-S{}-C{}-n{}".format(*shape)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -199,7 +160,7 @@ def test_hash_mask_matches_torch(p, seed):
     _, mix, threshold = _hash_args(B, p, seed)
     out = torch.empty(B, S, dtype=torch.int8, device=DEVICE)
     _mask_probe[(triton.cdiv(B, 16), triton.cdiv(S, 32))](out, B, S, mix, threshold, BLOCK_B=16, BLOCK_S=32)
-    expected = keep_mask_torch(B, S, p, seed)
+    expected = keep_mask(B, S, p, seed)
     assert torch.equal(out.cpu().bool(), expected)
     assert abs(expected.float().mean().item() - (1 - p)) < 0.1
 
@@ -218,7 +179,7 @@ def test_hash_mask_seen_by_forward():
     tau = torch.tensor(2.0, dtype=torch.float64)
     args = [t.to(DEVICE) for t in (z, keys, values, weight, tau)]
     _, loss, lse = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=seed)
-    keep = keep_mask_torch(B, S, p, seed).double()
+    keep = keep_mask(B, S, p, seed).double()
     kh = F.normalize(keys, dim=1)
     ce = -(values * torch.log_softmax(tau * kh @ F.normalize(weight, dim=1).t(), 1)).sum(1)
     torch.testing.assert_close(lse.cpu(), keep.sum(1).log(), atol=1e-12, rtol=1e-12)
