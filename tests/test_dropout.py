@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import mn
-from mn.dropout import keep_mask
+from mn.dropout import drop_threshold, keep_mask
 
 from conftest import make_inputs
 
@@ -21,7 +21,7 @@ def numpy_keep_mask(seed, B, S, p):
         x ^= x >> np.uint32(13)
         x *= np.uint32(0xC2B2AE35)
         x ^= x >> np.uint32(16)
-    return (x >> np.uint32(8)) >= np.uint32(int(p * 2**24))
+    return ~((x >> np.uint32(8)).astype(np.float64) < p * 2**24)          # DESIGN's comparison, in reals
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**40 + 17])
@@ -31,6 +31,14 @@ def test_mask_matches_independent_hash(seed, p):
     got = keep_mask(seed, torch.arange(B), torch.arange(S), p).numpy()
     np.testing.assert_array_equal(got, numpy_keep_mask(seed, B, S, p))
     assert abs(1 - got.mean() - p) < 0.02            # the drop rate is p
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 1 / 3, 0.999])
+def test_integer_threshold_is_designs_real_comparison(p):
+    """(x >> 8) < p * 2^24 for integers (x >> 8) is (x >> 8) < ceil(p * 2^24), also when p * 2^24 is fractional."""
+    t = drop_threshold(p)
+    for y in range(t - 2, t + 3):
+        assert (y < p * 2**24) == (y < t), y
 
 
 def test_mask_of_column_chunk_is_the_slice():

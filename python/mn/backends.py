@@ -3,6 +3,7 @@
     autograd  paper-literal reference (B x S x C logits, create_graph); ground truth for small sizes
     torch     closed-form reference, chunked over the dictionary; any size, any device
     triton    fused Triton kernels with a hand-written backward (CUDA; CPU only under TRITON_INTERPRET=1)
+    native    C++/OpenMP and CUDA kernels of the extension mn._C (csrc/) with a hand-written backward (CPU, CUDA)
     auto      the best available for the tensors' device (see AUTO_ORDER); `resolve_backend` says which
 
 A backend is an implementation of `fn(z, keys, values, weight, tau, *, gamma, entry_dropout, seed)
@@ -16,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import triton_ops
+from . import native_ops, triton_ops
 from .reference import inner_gradient_autograd, inner_gradient_torch
 
 
@@ -36,11 +37,14 @@ BACKENDS: dict[str, Backend] = {
     "autograd": Backend("autograd", inner_gradient_autograd, _always, per_example=True),
     "torch": Backend("torch", inner_gradient_torch, _always, per_example=True),
     "triton": Backend("triton", triton_ops.inner_gradient_triton, triton_ops.unavailable, per_example=False),
+    "native": Backend("native", native_ops.inner_gradient_native, native_ops.unavailable, per_example=False),
 }
 
 # Preference of `auto`, fastest first, per device type (measured: bench/results/). On CPU the Triton
-# interpreter is for verification only, never a choice of `auto`.
-AUTO_ORDER: dict[str, tuple[str, ...]] = {"cuda": ("triton", "torch"), "cpu": ("torch",)}
+# interpreter is for verification only, never a choice of `auto`; `native` beats `torch` there on every
+# measured config (bench/results/cpu-native.md). On CUDA `native` is the independent cross-check of `triton`,
+# not tuned for speed, so `auto` does not pick it.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cuda": ("triton", "torch"), "cpu": ("native", "torch")}
 
 
 def register_backend(backend: Backend, *, prefer_on: tuple[str, ...] = ()) -> None:

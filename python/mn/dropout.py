@@ -10,14 +10,17 @@ can draw just its own columns. All arithmetic is modulo 2^32 (emulated here in i
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 _M32 = 0xFFFFFFFF
 
 
 def drop_threshold(p: float) -> int:
-    """The integer threshold t with `dropped iff (x >> 8) < t`, as every backend computes it."""
-    return int(p * (1 << 24))
+    """The integer t with `(x >> 8) < p * 2^24  iff  (x >> 8) < t` for every integer x >> 8: t = ceil(p * 2^24).
+    Every backend compares against this integer."""
+    return math.ceil(p * (1 << 24))
 
 
 def keep_mask(seed: int, rows: torch.Tensor, cols: torch.Tensor, p: float) -> torch.Tensor:

@@ -1,0 +1,99 @@
+// A small register-blocked matrix multiply-accumulate, the only O(B S C n) arithmetic of the CPU kernels:
+//     C[m * ldc + j] += sum_k A(m, k) * B[k * ldb + j],   A(m, k) = A[m * sam + k * sak]
+// for m < M, j < N, k < K. A is addressed through two strides so that one routine serves A, A^T and
+// row-strided operands without copies; B and C are row-major. An MR x (2 vectors) accumulator tile lives in
+// registers (GCC/Clang vector extensions, as wide as the instruction set of this translation unit allows).
+// Every element accumulates its products in the order k = 0..K-1 with the same operations (fused
+// multiply-add where the ISA has it) in the vector and the scalar edge path, so a result does not depend
+// on M, N or how the caller blocks the problem -- what keeps the kernels deterministic and thread-count
+// independent.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#ifndef MN_MR
+#define MN_MR 4
+#endif
+#ifndef MN_VEC_BYTES
+#define MN_VEC_BYTES 16
+#endif
+
+namespace mn::MN_ISA_NS {
+
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(MN_VEC_BYTES)));
+  static constexpr int width = MN_VEC_BYTES / sizeof(T);
+};
+
+constexpr int kNV = 2;  // vectors per accumulator row
+
+template <typename T>
+constexpr int64_t gemm_nr() { return kNV * Vec<T>::width; }
+
+// C (MR x NR) += A (MR x K) B (K x NR), NR = gemm_nr<T>().
+template <typename T, int MR>
+inline void micro_tile(int64_t K, const T* A, int64_t sam, int64_t sak, const T* B, int64_t ldb, T* C,
+                       int64_t ldc) {
+  using V = typename Vec<T>::type;
+  constexpr int W = Vec<T>::width;
+  V acc[MR][kNV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < kNV; ++v) std::memcpy(&acc[r][v], C + r * ldc + v * W, sizeof(V));
+  for (int64_t k = 0; k < K; ++k) {
+    V b[kNV];
+    for (int v = 0; v < kNV; ++v) std::memcpy(&b[v], B + k * ldb + v * W, sizeof(V));
+    for (int r = 0; r < MR; ++r) {
+      const T s = A[r * sam + k * sak];
+      V a;
+      for (int i = 0; i < W; ++i) a[i] = s;  // a broadcast (an addition to V{} would cost an instruction)
+      for (int v = 0; v < kNV; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < kNV; ++v) std::memcpy(C + r * ldc + v * W, &acc[r][v], sizeof(V));
+}
+
+// Fewer than MR rows: the same vector code, instantiated for each row count.
+template <typename T, int MR>
+inline void micro_rows(int64_t mr, int64_t K, const T* A, int64_t sam, int64_t sak, const T* B, int64_t ldb,
+                       T* C, int64_t ldc) {
+  if constexpr (MR > 1) {
+    if (mr < MR) return micro_rows<T, MR - 1>(mr, K, A, sam, sak, B, ldb, C, ldc);
+  }
+  micro_tile<T, MR>(K, A, sam, sak, B, ldb, C, ldc);
+}
+
+// The last nr < NR columns, scalar.
+template <typename T>
+inline void edge_columns(int64_t mr, int64_t nr, int64_t K, const T* A, int64_t sam, int64_t sak, const T* B,
+                         int64_t ldb, T* C, int64_t ldc) {
+  for (int64_t r = 0; r < mr; ++r)
+    for (int64_t t = 0; t < nr; ++t) {
+      T acc = C[r * ldc + t];
+      for (int64_t k = 0; k < K; ++k) acc += A[r * sam + k * sak] * B[k * ldb + t];
+      C[r * ldc + t] = acc;
+    }
+}
+
+template <typename T>
+void gemm_acc(int64_t M, int64_t N, int64_t K, const T* A, int64_t sam, int64_t sak, const T* B, int64_t ldb,
+              T* C, int64_t ldc) {
+  constexpr int MR = MN_MR;
+  constexpr int64_t NR = gemm_nr<T>();
+  // Column panels outermost: the K x NR panel of B stays in L1 while every row block of A streams past it.
+  for (int64_t j0 = 0; j0 < N; j0 += NR) {
+    const int64_t nr = N - j0 < NR ? N - j0 : NR;
+    for (int64_t m0 = 0; m0 < M; m0 += MR) {
+      const int64_t mr = M - m0 < MR ? M - m0 : MR;
+      const T* a = A + m0 * sam;
+      T* c = C + m0 * ldc + j0;
+      if (nr == NR)
+        micro_rows<T, MR>(mr, K, a, sam, sak, B + j0, ldb, c, ldc);
+      else
+        edge_columns<T>(mr, nr, K, a, sam, sak, B + j0, ldb, c, ldc);
+    }
+  }
+}
+
+}  // namespace mn::MN_ISA_NS
