@@ -17,11 +17,15 @@ export PYTHONPATH="$PWD/python:$PWD${PYTHONPATH:+:$PYTHONPATH}"   # works even i
   python3 -c "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 } 2>&1 | tee "$OUT/versions.txt"
 
-python3 -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v WARNING | tail -3
+# The GPU build of mn._C (CMake + nvcc), for this machine's architecture only to save time.
+MN_CUDA_ARCHS=${MN_CUDA_ARCHS:-90} python3 -m pip install -q --no-build-isolation --no-deps -e . 2>&1 \
+  | grep -v WARNING | tail -3
+python3 -c "import mn; print('backends on cuda:', mn.available_backends('cuda'))" 2>&1 | tee -a "$OUT/versions.txt"
 
 # Every Triton test runs on the GPU when there is one (fp64 equality, gradcheck, tolerances, races, S = 1e6);
 # one block-size config per kernel (MN_AUTOTUNE=0): tuning each test shape would cost more than the tests.
 MN_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests/test_triton.py tests/test_kernels_inner_gradient.py \
+  tests/test_native.py \
   -q -rs --durations=10 2>&1 | tee "$OUT/gpu-tests.txt"
 
 # shellcheck disable=SC2086
