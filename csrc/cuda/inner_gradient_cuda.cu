@@ -206,7 +206,7 @@ __global__ void bwd_entry_kernel(Inputs<T> in, const T* lse, const T* dU, const 
       }
       if (t < kET && j0 + t < S) {
         const T w = w_sh[q][t];
-        r_sh[t] = w * (r_sh[t] + dL[i] * in.ce[j0 + t] - D[i]);
+        r_sh[t] += w * (dL[i] * in.ce[j0 + t] - D[i]);  // r_sh already holds w_ij sum_c delta_jc X_icj
         dce_acc += w * dL[i];
       }
       __syncthreads();

@@ -26,9 +26,13 @@ def _kernels():
     return kernels
 
 
+# Looked up once: torch.compile cannot trace importlib (a graph break inside backend dispatch otherwise).
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def unavailable(device: torch.device) -> str | None:
     """Why the Triton backend cannot run on `device`, or None if it can."""
-    if importlib.util.find_spec("triton") is None:
+    if not _HAS_TRITON:
         return "triton is not installed (pip install triton)"
     if device.type == "cuda":
         return None
