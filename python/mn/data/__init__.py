@@ -1,4 +1,54 @@
-"""Data sets of mn. Shipped and always available: the two-spirals toy (generated)."""
-from .spirals import make_spirals
+"""Data sets of mn.
 
-__all__ = ["make_spirals"]
+Shipped and always available: sklearn digits (classification), sklearn diabetes (regression), the two-spirals
+toy (generated). From local files in their standard formats (nothing is downloaded): CIFAR-10, CIFAR-100
+(fine or coarse labels), CINIC-10, Tiny-ImageNet (32x32), the paper's UCI regression sets, any numeric CSV.
+
+`load_dataset(name, data_dir)` -> TaskData; `prepare(data, ...)` -> normalised Prepared splits.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import DataFormatError, Split, TaskData
+from .cifar import load_cifar10, load_cifar100
+from .images import load_cinic10, load_tiny_imagenet
+from .prepare import Prepared, kfold_split, prepare
+from .shipped import load_diabetes, load_digits, load_spirals
+from .spirals import make_spirals
+from .tabular import UCI_SETS, load_csv, load_uci
+
+SHIPPED = ("digits", "diabetes", "spirals")
+FROM_FILES = ("cifar10", "cifar100", "cifar100_coarse", "cinic10", "tiny_imagenet", *UCI_SETS)
+DATASETS = SHIPPED + FROM_FILES
+
+
+def default_data_dir() -> Path:
+    """$MN_DATA if set, else ./data."""
+    return Path(os.environ.get("MN_DATA", "data"))
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
+    """A data set by name (see DATASETS), or "csv:<path>" for a numeric CSV whose last column is the target."""
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if not isinstance(name, str):
+        raise TypeError(f"dataset must be a string, got {type(name).__name__}")
+    if name.startswith("csv:"):
+        return load_csv(Path(name[4:]))
+    loaders = {
+        "digits": load_digits, "diabetes": load_diabetes, "spirals": load_spirals,
+        "cifar10": lambda: load_cifar10(root), "cifar100": lambda: load_cifar100(root),
+        "cifar100_coarse": lambda: load_cifar100(root, coarse=True), "cinic10": lambda: load_cinic10(root),
+        "tiny_imagenet": lambda: load_tiny_imagenet(root),
+        **{uci: (lambda uci=uci: load_uci(uci, root)) for uci in UCI_SETS},
+    }
+    if name not in loaders:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or 'csv:<path>', got {name!r}")
+    return loaders[name]()
+
+
+__all__ = ["DATASETS", "SHIPPED", "FROM_FILES", "DataFormatError", "Split", "TaskData", "Prepared", "prepare",
+           "kfold_split", "load_dataset", "default_data_dir", "make_spirals", "load_digits", "load_diabetes",
+           "load_spirals", "load_cifar10", "load_cifar100", "load_cinic10", "load_tiny_imagenet", "load_uci",
+           "load_csv", "UCI_SETS"]

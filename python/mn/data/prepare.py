@@ -1,0 +1,111 @@
+"""From a loaded data set to normalised train / validation / test splits.
+
+Normalisation as the paper says for regression (every input dimension and target to zero mean, unit variance,
+statistics of the training split only), and per channel for images. Regression sets without a test split are
+evaluated by k-fold cross-validation: `fold` picks the test fold. Validation splits (for best-model selection
+and early stopping) are the set's own where it has one, else a random share of the training split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import Split, TaskData
+
+
+@dataclass
+class Prepared:
+    """Splits ready to train on. Image inputs stay in their stored dtype (uint8 for natural images, to keep
+    CIFAR-size sets small) and are normalised per batch by `inputs`; tabular inputs are normalised here.
+    target_std: the regression targets' training-split std (MSEs are reported in normalised units, as in the
+    paper's Table 2; multiply by target_std**2 for the original units)."""
+
+    data: TaskData
+    train: Split
+    val: Split | None
+    test: Split
+    mean: torch.Tensor | None = None       # per-channel image statistics (C,)
+    std: torch.Tensor | None = None
+    target_std: torch.Tensor | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def inputs(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A batch of stored inputs -> float32 network inputs; with a generator (training) and an augmenting
+        data set, random 4-pixel-padded crops and horizontal flips."""
+        if self.mean is None:
+            return x
+        x = (x.float() - self.mean[:, None, None]) / self.std[:, None, None]
+        if generator is not None and self.data.augment:
+            x = random_crop_flip(x, generator)
+        return x
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """(B, C, H, W) -> the same shape: each image zero-padded by `pad`, cropped at a random offset, and
+    flipped left-right with probability 1/2 (the standard CIFAR augmentation), vectorised over the batch."""
+    B, C, H, W = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)      # B, H+2p, W+2p, C
+    dy = torch.randint(0, 2 * pad + 1, (B, 1, 1), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (B, 1, 1), generator=generator)
+    cols = torch.arange(W).view(1, 1, W).expand(B, 1, W)
+    flip = torch.rand(B, generator=generator) < 0.5
+    cols = torch.where(flip.view(B, 1, 1), W - 1 - cols, cols)
+    rows = torch.arange(H).view(1, H, 1)
+    out = padded[torch.arange(B).view(B, 1, 1), rows + dy, cols + dx]                  # B, H, W, C
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _standardise(train: torch.Tensor, *others: torch.Tensor | None):
+    mean, std = train.mean(0), train.std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))          # constant columns stay, at zero
+    return [None if t is None else (t - mean) / std for t in (train, *others)], std
+
+
+def kfold_split(n: int, fold: int, folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, test) of fold `fold` of a seeded shuffled `folds`-fold partition of range(n)."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= n:
+        raise ValueError(f"folds must be an integer in [2, {n}], got {folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"fold must be an integer in [0, {folds}), got {fold!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts = torch.tensor_split(perm, folds)
+    test = parts[fold]
+    train = torch.cat([p for i, p in enumerate(parts) if i != fold])
+    return train, test
+
+
+def prepare(data: TaskData, *, val_fraction: float = 0.1, fold: int | None = None, folds: int = 5,
+            split_seed: int = 0) -> Prepared:
+    """Normalised splits of `data`. fold: the test fold for sets without a test split (cross-validation);
+    val_fraction: share of the training split held out for validation when the set has no validation split
+    (0 for none). split_seed fixes the partitions, independently of the training seed."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    train, test, val = data.train, data.test, data.val
+    if test is None:
+        if fold is None:
+            raise ValueError(f"{data.name} has no test split: pass fold (0..{folds - 1}) for cross-validation")
+        train_idx, test_idx = kfold_split(len(train), fold, folds, split_seed)
+        train, test = train.subset(train_idx), train.subset(test_idx)
+    elif fold is not None:
+        raise ValueError(f"{data.name} has a fixed test split; fold must be None, got {fold!r}")
+    if val is None and val_fraction > 0:
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed + 1))
+        n_val = max(1, round(val_fraction * len(train)))
+        val, train = train.subset(perm[:n_val]), train.subset(perm[n_val:])
+    if data.kind == "image":
+        x = train.x.float()
+        mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        return Prepared(data, train, val, test, mean=mean, std=std)
+    has_val = val is not None
+    (xt, xv, xs), _ = _standardise(train.x, val.x if has_val else None, test.x)
+    target_std = None
+    if data.task == "regression":
+        (yt, yv, ys), target_std = _standardise(train.y, val.y if has_val else None, test.y)
+    else:
+        yt, yv, ys = train.y, val.y if has_val else None, test.y
+    return Prepared(data, Split(xt, yt), Split(xv, yv) if has_val else None, Split(xs, ys), target_std=target_std)

@@ -1,0 +1,44 @@
+"""Data sets that are always available: sklearn digits and diabetes (shipped with scikit-learn) and the
+generated two-spirals toy."""
+from __future__ import annotations
+
+import torch
+
+from .base import Split, TaskData
+from .spirals import make_spirals
+
+
+def load_digits() -> TaskData:
+    """sklearn digits: 1797 8x8 grey images (values 0..16), 10 classes. x (N, 1, 8, 8) float32.
+
+    Split once with a fixed seed (independent of the training seed, so every run sees the same test set):
+    20% test, stratified; the validation split is carved from the rest by `prepare`.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32)[:, None]
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    train_idx, test_idx = train_test_split(torch.arange(len(y)).numpy(), test_size=0.2, random_state=0,
+                                           stratify=y.numpy())
+    train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
+    return TaskData("digits", "classification", "image", Split(x[train_idx], y[train_idx]),
+                    Split(x[test_idx], y[test_idx]), num_outputs=10)
+
+
+def load_diabetes() -> TaskData:
+    """sklearn diabetes: 442 patients, 10 features, one target (disease progression); x (N, 10), y (N, 1).
+    Evaluated by k-fold cross-validation (no fixed test split)."""
+    from sklearn.datasets import load_diabetes as sk_diabetes
+
+    bunch = sk_diabetes()
+    x = torch.tensor(bunch.data, dtype=torch.float32)
+    y = torch.tensor(bunch.target, dtype=torch.float32)[:, None]
+    return TaskData("diabetes", "regression", "tabular", Split(x, y), None, num_outputs=1)
+
+
+def load_spirals(n_per_class: int = 500) -> TaskData:
+    """Two-spirals toy: train and test drawn with different seeds; x (N, 2) float32, y (N,) in {0, 1}."""
+    return TaskData("spirals", "classification", "tabular", Split(*make_spirals(n_per_class, seed=0)),
+                    Split(*make_spirals(n_per_class, seed=1000)), num_outputs=2)
