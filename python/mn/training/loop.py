@@ -1,0 +1,203 @@
+"""Training and evaluation loops for one (seed, fold) run: epochs, validation, best-model selection, early
+stopping, checkpoints with exact resume, metrics as JSON lines.
+
+Determinism: every source of randomness of epoch e (batch order, augmentation, entry-dropout seeds) is drawn
+from generators seeded by (seed, e), so a run resumed from the checkpoint of epoch e continues exactly as the
+uninterrupted run would have. Under DDP every process draws the same global batches and takes its share;
+its loss is sum(its per-example losses) * world / global batch size, so DDP's gradient average is the
+gradient of the global-batch mean, whatever the shares' sizes. (Entry-dropout masks hash the row index within
+a process's share, so with dropout on, DDP draws other, equally random masks than one process would.)
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import Prepared, Split
+from .checkpoint import load_checkpoint, load_scheduler_state, save_checkpoint, scheduler_state
+from .config import TrainConfig, config_to_dict
+from .distributed import Context, unwrap, wrap
+from .methods import build_model, per_example_loss
+from .optim import build_optimizer, build_scheduler, clip_gradients
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**62)
+
+
+def global_batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 1) -> list[torch.Tensor]:
+    """A shuffled partition of range(n) into batches of batch_size (the last may be smaller; batches smaller
+    than min_size, the number of processes, are dropped so every process gets at least one example)."""
+    batches = torch.randperm(n, generator=generator).split(batch_size)
+    return [b for b in batches if len(b) >= min_size]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Prepared, split: Split, *, batch_size: int, device) -> dict:
+    """Metrics of `model` (eval mode: the dictionary is frozen, adaptation still runs, Algorithm 2) on `split`:
+    loss (mean CE or MSE of the predictions), plus accuracy for classification or mse for regression."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    task, total, correct = data.data.task, 0.0, 0
+    for start in range(0, len(split), batch_size):
+        x = data.inputs(split.x[start:start + batch_size]).to(device)
+        y = split.y[start:start + batch_size].to(device)
+        prediction, _ = model(x)
+        total += per_example_loss(prediction, y, task).sum().item()
+        if task == "classification":
+            correct += (prediction.argmax(1) == y).sum().item()
+    model.train(was_training)
+    metrics = {"loss": total / len(split)}
+    metrics["accuracy" if task == "classification" else "mse"] = (correct / len(split) if task == "classification"
+                                                                 else metrics["loss"])
+    return metrics
+
+
+def _better(task: str, new: dict, best: dict | None) -> bool:
+    """Best model selection: highest validation accuracy (classification), lowest validation MSE (regression)."""
+    if best is None:
+        return True
+    return new["accuracy"] > best["accuracy"] if task == "classification" else new["mse"] < best["mse"]
+
+
+def _progress(iterable, *, enabled: bool, desc: str, total: int):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+class Run:
+    """One training run (one seed, one fold) of `cfg` on `data`, in context `ctx`.
+
+    run_dir: where last.pt, best.pt and metrics.jsonl go (None: nothing written, nothing resumed).
+    """
+
+    def __init__(self, cfg: TrainConfig, data: Prepared, ctx: Context, *, seed: int, fold: int | None = None,
+                 run_dir: Path | None = None):
+        self.cfg, self.data, self.ctx, self.seed, self.fold = cfg, data, ctx, seed, fold
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        torch.manual_seed(seed)                                  # initial weights and dictionary
+        self.model = build_model(cfg, data).to(ctx.device)
+        self.ddp = wrap(self.model, ctx)
+        self.optimizer = build_optimizer(cfg, self.ddp)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.epoch, self.bad_epochs, self.best_val_loss = 0, 0, float("inf")
+        self.best, self.best_epoch, self.best_state = None, 0, None
+        if cfg.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
+            self._resume(self.run_dir / "last.pt")
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"seed": self.seed, "fold": -1 if self.fold is None else self.fold, "epoch": self.epoch,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": scheduler_state(self.scheduler), "bad_epochs": self.bad_epochs,
+                "best_val_loss": self.best_val_loss,
+                "best_epoch": self.best_epoch, "best_metrics": self.best or {},
+                "best_model": self.best_state if self.best_state is not None else self.model.state_dict()}
+
+    def _resume(self, path: Path) -> None:
+        _, state = load_checkpoint(path, map_location=self.ctx.device)
+        if state.get("seed") != self.seed:
+            raise ValueError(f"{path} is a checkpoint of seed {state.get('seed')}, not {self.seed}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        load_scheduler_state(self.scheduler, state["scheduler"])
+        self.epoch, self.bad_epochs, self.best_epoch = state["epoch"], state["bad_epochs"], state["best_epoch"]
+        self.best_val_loss = state["best_val_loss"]
+        self.best = state["best_metrics"] or None
+        self.best_state = state["best_model"]
+
+    def _save(self) -> None:
+        if self.run_dir is None or not self.ctx.main:
+            return
+        config = config_to_dict(self.cfg)
+        save_checkpoint(self.run_dir / "last.pt", config=config, state=self._state())
+        if self.best_epoch == self.epoch:
+            save_checkpoint(self.run_dir / "best.pt", config=config,
+                            state={**self._state(), "model": self.model.state_dict()})
+
+    def _log(self, record: dict) -> None:
+        if self.run_dir is None or not self.ctx.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"seed": self.seed, "fold": self.fold, **record}) + "\n")
+
+    # -- training --------------------------------------------------------------------------------------
+    def train_epoch(self) -> float:
+        """One pass over the training split; returns the mean training loss this process saw."""
+        cfg, ctx, data = self.cfg, self.ctx, self.data
+        seed = epoch_seed(self.seed, self.epoch)
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed + 1)                     # entry-dropout seeds are drawn from the global generator
+        batches = global_batches(len(data.train), cfg.batch_size, generator, min_size=ctx.world)
+        if cfg.max_steps_per_epoch is not None:
+            batches = batches[:cfg.max_steps_per_epoch]
+        self.ddp.train()
+        total, count = 0.0, 0
+        bar = _progress(batches, enabled=cfg.progress and ctx.main, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                        total=len(batches))
+        for batch in bar:
+            # Every process prepares (augments) the whole global batch, so the generator stays in step with a
+            # one-process run, then keeps its share.
+            x = data.inputs(data.train.x[batch], generator=generator).tensor_split(ctx.world)[ctx.rank]
+            y = data.train.y[batch].tensor_split(ctx.world)[ctx.rank]
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            _, losses = self.ddp(x, y)
+            loss = losses.sum() * (ctx.world / len(batch))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(self.model, cfg.grad_clip)
+            self.optimizer.step()
+            total += losses.detach().sum().item()
+            count += len(y)
+        self.scheduler.step()
+        return total / max(count, 1)
+
+    def fit(self) -> dict:
+        """Train to cfg.epochs (or early stop), validating each epoch; returns the final metrics of the best
+        model (by validation; the last model where there is no validation split) on the test split."""
+        cfg, task = self.cfg, self.data.data.task
+        stopped = self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
+        while self.epoch < cfg.epochs and not stopped:
+            start = time.perf_counter()
+            train_loss = self.train_epoch()
+            self.epoch += 1
+            record = {"event": "epoch", "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                      "train_loss": train_loss}
+            if self.data.val is not None:
+                val = evaluate(self.model, self.data, self.data.val, batch_size=cfg.eval_batch_size,
+                               device=self.ctx.device)
+                record.update({f"val_{k}": v for k, v in val.items()})
+                if _better(task, val, self.best):
+                    self.best, self.best_epoch = val, self.epoch
+                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                # Early stopping watches the validation loss (paper: 10 epochs without improvement).
+                improved = val["loss"] < self.best_val_loss
+                self.best_val_loss = min(self.best_val_loss, val["loss"])
+                self.bad_epochs = 0 if improved else self.bad_epochs + 1
+                stopped = cfg.patience is not None and self.bad_epochs >= cfg.patience
+            else:
+                self.best_epoch, self.best_state = self.epoch, None
+            record["seconds"] = time.perf_counter() - start
+            self._log(record)
+            self._save()
+        return self.finish()
+
+    def finish(self) -> dict:
+        """Loads the best model and measures it on the test split (and logs the result)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        test = evaluate(self.model, self.data, self.data.test, batch_size=self.cfg.eval_batch_size,
+                        device=self.ctx.device)
+        result = {"event": "result", "epochs": self.epoch, "best_epoch": self.best_epoch,
+                  **{f"test_{k}": v for k, v in test.items()},
+                  **{f"val_{k}": v for k, v in (self.best or {}).items()}}
+        self._log(result)
+        return result

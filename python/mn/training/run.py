@@ -1,0 +1,86 @@
+"""`mn train` and `mn eval` as functions: every seed (and, for regression sets, every cross-validation fold)
+of a configuration, with a summary as in the paper's tables (mean ± std)."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from ..data import load_dataset, prepare
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import TrainConfig, check_config
+from .distributed import Context, setup
+from .loop import Run, evaluate
+from .methods import build_model
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _folds(cfg: TrainConfig, has_test: bool) -> list[int | None]:
+    if has_test:
+        return [None]
+    return [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
+
+
+def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print) -> dict:
+    """Runs every (seed, fold); returns {"runs": [result, ...], "summary": {...}}.
+
+    Classification: test accuracy mean ± std over seeds. Regression (k-fold CV): per seed the mean test MSE
+    over folds (mean ± std over folds, as Table 2), then mean ± std of those over seeds.
+    """
+    ctx = ctx or setup(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    metric = "test_accuracy" if data.task == "classification" else "test_mse"
+    runs = []
+    for seed in cfg.seeds:
+        for fold in _folds(cfg, data.test is not None):
+            prepared = prepare(data, val_fraction=cfg.val_fraction, fold=fold, folds=cfg.folds,
+                               split_seed=cfg.split_seed)
+            run_dir = None
+            if cfg.out_dir is not None:
+                run_dir = Path(cfg.out_dir) / f"seed{seed}" / ("" if fold is None else f"fold{fold}")
+            result = Run(cfg, prepared, ctx, seed=seed, fold=fold, run_dir=run_dir).fit()
+            runs.append({"seed": seed, "fold": fold, **result})
+            if ctx.main:
+                log(json.dumps(runs[-1]))
+    per_seed = [statistics.fmean(r[metric] for r in runs if r["seed"] == s) for s in cfg.seeds]
+    summary = {"dataset": cfg.dataset, "method": cfg.method, "metric": metric, "seeds": cfg.seeds,
+               "mean": mean_std(per_seed)[0], "std": mean_std(per_seed)[1]}
+    if data.task == "regression":
+        summary["cv_per_seed"] = [dict(zip(("mean", "std"), mean_std([r[metric] for r in runs if r["seed"] == s])))
+                                  for s in cfg.seeds]
+    return {"runs": runs, "summary": summary}
+
+
+def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_dir: str | None = None,
+                        device: str = "cpu") -> dict:
+    """Algorithm 2 on a saved model: rebuild it from the checkpoint's config, load the weights, adapt and
+    predict on `split` ("test" or "val") of the same data split (seed-independent split_seed and fold)."""
+    config, state = load_checkpoint(path)
+    try:
+        cfg = TrainConfig(**config)
+        check_config(cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} holds a configuration this mn cannot use ({e})") from e
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    fold = None if state["fold"] == -1 else state["fold"]
+    data = prepare(load_dataset(cfg.dataset, cfg.data_dir), val_fraction=cfg.val_fraction, fold=fold,
+                   folds=cfg.folds, split_seed=cfg.split_seed)
+    target = data.test if split == "test" else data.val
+    if target is None:
+        raise ValueError(f"{cfg.dataset} has no {split} split in this configuration")
+    model = build_model(cfg, data)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({e})") from e
+    model.to(device)
+    metrics = evaluate(model, data, target, batch_size=cfg.eval_batch_size, device=device)
+    return {"checkpoint": str(path), "dataset": cfg.dataset, "method": cfg.method, "split": split,
+            "seed": state["seed"], "fold": fold, "epoch": state["epoch"], **metrics}

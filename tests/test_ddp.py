@@ -1,0 +1,32 @@
+"""`mn train` under torchrun with 2 CPU processes (DDP over gloo) matches one process on the same global batch."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from mn.training import load_checkpoint
+
+ARGS = ["train", "--dataset", "digits", "--method", "mn", "--num-entries", "40", "--epochs", "1",
+        "--max-steps-per-epoch", "3", "--batch-size", "64", "--no-progress"]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
+def test_two_process_ddp_matches_single_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "mn", *ARGS, "--out-dir", str(tmp_path / "one")], env=env, check=True,
+                   capture_output=True, timeout=300)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "mn", *ARGS, "--out-dir", str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    _, one = load_checkpoint(tmp_path / "one" / "seed0" / "last.pt")
+    _, two = load_checkpoint(tmp_path / "two" / "seed0" / "last.pt")
+    moved = 0
+    for name, tensor in one["model"].items():
+        # Same updates up to the order of floating-point sums (gradient all-reduce vs one batch).
+        torch.testing.assert_close(two["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+        moved += 1
+    assert moved and ddp.stdout.count('"event": "summary"') == 1, "only rank 0 prints"
