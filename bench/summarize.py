@@ -8,8 +8,10 @@ from collections import defaultdict
 def main(path: str) -> None:
     data = json.load(open(path))
     info = data["machine_info"]
+    extra = data["benchmarks"][0]["extra_info"]
     print(f"- date: {data['datetime']}\n- machine: {info.get('cpu', {}).get('brand_raw', info['processor'])}, "
-          f"{info.get('cpu', {}).get('count', '?')} cores; python {info['python_version']}")
+          f"{info.get('cpu', {}).get('count', '?')} cores; python {info['python_version']}, "
+          f"torch {extra.get('torch', '?')}, {extra.get('threads', '?')} threads")
     by_cfg = defaultdict(dict)
     for b in data["benchmarks"]:
         by_cfg[b["group"]][b["extra_info"]["backend"]] = b["stats"]["median"] * 1e3

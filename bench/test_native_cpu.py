@@ -35,5 +35,5 @@ def test_head_step(benchmark, cfg, backend):
 
     benchmark.group = _id(cfg)
     isa = mn.native_ops._extension().cpu_isa() if backend == "native" else None
-    benchmark.extra_info.update(B=B, S=S, C=C, n=n, backend=backend, threads=torch.get_num_threads(), isa=isa)
+    benchmark.extra_info.update(B=B, S=S, C=C, n=n, backend=backend, torch=torch.__version__, threads=torch.get_num_threads(), isa=isa)
     benchmark.pedantic(step, rounds=ROUNDS.get(cfg, 7), iterations=1, warmup_rounds=1)

@@ -31,5 +31,5 @@ def test_head_step(benchmark, cfg, backend):
         F.cross_entropy(head(z), y).backward()
 
     benchmark.group = _id(cfg)
-    benchmark.extra_info.update(B=B, S=S, C=C, n=n, backend=backend, threads=torch.get_num_threads())
+    benchmark.extra_info.update(B=B, S=S, C=C, n=n, backend=backend, torch=torch.__version__, threads=torch.get_num_threads())
     benchmark.pedantic(step, rounds=7, iterations=1, warmup_rounds=1)
