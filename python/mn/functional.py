@@ -49,8 +49,10 @@ def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1,
     Returns (B, C).
 
     Step 1 runs on `backend`. Steps 2..T take per-example weights (B, C, n), whose per-entry logits depend
-    on the query; backends without a per-example path run those steps on the closed-form `torch`
-    reference (O(B·S·C·n) work and O(B·chunk·C) memory per step).
+    on the query; the fused backends (`triton`, `native`) take the shared weight only, so those steps run on the
+    closed-form `torch` reference (O(B·S·C·n) work and O(B·chunk·C) memory per step). Measured on an H100 at
+    B=128, S=10000, C=100, n=256 (bench/results/gpu-h100.md): a training step with inner_steps=3 on `triton`
+    takes 63.8 ms against 10.6 ms with inner_steps=1.
     """
     tau = _as_tau(tau, z)
     B, S, C, n = check_inner_inputs(z, keys, values, weight, tau, gamma)
