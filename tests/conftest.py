@@ -32,3 +32,27 @@ def make_inputs(B, S, C, n, *, dtype=torch.float64, seed=0, requires_grad=False,
 
 def shape_id(shape):
     return "B{}-S{}-C{}-n{}".format(*shape)
+
+
+NAMES = ["grad", "inner_loss", "dz", "dkeys", "dvalues", "dweight", "dtau"]   # what outputs_and_grads returns
+
+
+def cotangents(B, C, n, dtype=torch.float64, device="cpu"):
+    """Fixed random cotangents (dgrad (B,C,n), dloss (B,)) for comparing backwards."""
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(B, C, n, generator=g, dtype=dtype).to(device),
+            torch.randn(B, generator=g, dtype=dtype).to(device))
+
+
+def outputs_and_grads(inputs, backend, cot, **kw):
+    """[grad, inner_loss, dz, dkeys, dvalues, dweight, dtau] of mn.inner_gradient on `backend` (see NAMES)."""
+    import mn
+    grad, loss = mn.inner_gradient(*inputs, backend=backend, **kw)
+    dins = torch.autograd.grad((grad * cot[0]).sum() + (loss * cot[1]).sum(), inputs)
+    return [grad, loss, *dins]
+
+
+def scaled_error(a, b):
+    """max |a - b| relative to max |b|: one number per output, robust to entries near zero."""
+    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+

@@ -7,31 +7,13 @@ import torch
 import mn
 from mn import native_ops
 
-from conftest import make_inputs, shape_id
+from conftest import NAMES, cotangents, make_inputs, outputs_and_grads, scaled_error, shape_id
 
 pytestmark = pytest.mark.skipif(mn.available_backends("cpu")["native"] is not None,
                                 reason=f"native backend unavailable: {mn.available_backends('cpu')['native']}")
-NAMES = ["grad", "inner_loss", "dz", "dkeys", "dvalues", "dweight", "dtau"]
 # B = 1; S = 1 and S below a tile (64); C = 2; n = 3; S, B, n not multiples of any block (entry tile 64,
 # query blocks up to 16, vector widths 4-16) and more than one of each.
 ODD_SHAPES = [(1, 1, 2, 3), (1, 7, 2, 3), (3, 70, 5, 3), (2, 13, 3, 17), (19, 131, 7, 21), (5, 200, 2, 70)]
-
-
-def _with_grads(inputs, backend, cot, **kw):
-    grad, loss = mn.inner_gradient(*inputs, backend=backend, **kw)
-    dins = torch.autograd.grad((grad * cot[0]).sum() + (loss * cot[1]).sum(), inputs)
-    return [grad, loss, *dins]
-
-
-def _cotangents(B, C, n, dtype=torch.float64, device="cpu"):
-    g = torch.Generator().manual_seed(1)
-    return (torch.randn(B, C, n, generator=g, dtype=dtype).to(device),
-            torch.randn(B, generator=g, dtype=dtype).to(device))
-
-
-def _scaled_error(a, b):
-    """max |a - b| relative to max |b|: one number per output, robust to entries near zero."""
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 2, 3), (1, 7, 2, 3), (3, 70, 5, 3), (2, 13, 3, 17)], ids=shape_id)
@@ -47,9 +29,9 @@ def test_equals_literal_reference_float64(shape, dropout):
     """Forward and every input gradient against backend="autograd" at 1e-10 (both exact; rounding only).
     With dropout this also checks that the kernels draw the reference's mask (mn.dropout)."""
     inputs = make_inputs(*shape, requires_grad=True, seed=2)
-    cot = _cotangents(shape[0], shape[2], shape[3])
+    cot = cotangents(shape[0], shape[2], shape[3])
     kw = dict(gamma=5.0, entry_dropout=dropout, seed=123)
-    got, ref = _with_grads(inputs, "native", cot, **kw), _with_grads(inputs, "autograd", cot, **kw)
+    got, ref = outputs_and_grads(inputs, "native", cot, **kw), outputs_and_grads(inputs, "autograd", cot, **kw)
     for name, a, b in zip(NAMES, got, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
 
@@ -67,9 +49,9 @@ def test_values_off_the_simplex_float64():
 def test_large_gamma_and_all_dropped_queries_float64():
     """gamma = 60 (beyond any fixed shift) and dropout 0.9 on 3 entries: some queries see no entry."""
     inputs = make_inputs(6, 3, 3, 4, requires_grad=True, seed=3)
-    cot = _cotangents(6, 3, 4)
+    cot = cotangents(6, 3, 4)
     kw = dict(gamma=60.0, entry_dropout=0.9, seed=4)
-    got, ref = _with_grads(inputs, "native", cot, **kw), _with_grads(inputs, "autograd", cot, **kw)
+    got, ref = outputs_and_grads(inputs, "native", cot, **kw), outputs_and_grads(inputs, "autograd", cot, **kw)
     assert (ref[1] == 0).any()
     for name, a, b in zip(NAMES, got, ref):
         assert torch.isfinite(a).all(), name
@@ -84,25 +66,25 @@ def test_low_precision_against_float64(dtype, tol):
     shape = (20, 300, 10, 32)
     low = [t.to(dtype).requires_grad_() for t in make_inputs(*shape, seed=5)]
     exact = [t.detach().double().requires_grad_() for t in low]
-    cot = _cotangents(shape[0], shape[2], shape[3])
-    got = _with_grads(low, "native", [c.to(dtype) for c in cot], gamma=5.0, entry_dropout=0.5, seed=3)
-    ref = _with_grads(exact, "autograd", cot, gamma=5.0, entry_dropout=0.5, seed=3)
+    cot = cotangents(shape[0], shape[2], shape[3])
+    got = outputs_and_grads(low, "native", [c.to(dtype) for c in cot], gamma=5.0, entry_dropout=0.5, seed=3)
+    ref = outputs_and_grads(exact, "autograd", cot, gamma=5.0, entry_dropout=0.5, seed=3)
     for name, a, b in zip(NAMES, got, ref):
         assert a.dtype == dtype, name
-        assert _scaled_error(a, b) < tol, f"{name}: {_scaled_error(a, b):.2e} >= {tol}"
+        assert scaled_error(a, b) < tol, f"{name}: {scaled_error(a, b):.2e} >= {tol}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_thread_counts_give_bitwise_equal_results(dtype):
     """The work is split by a fixed partition and reduced in a fixed order: 1 and 2 threads give the same bits."""
     inputs = make_inputs(37, 700, 6, 33, dtype=dtype, requires_grad=True, seed=6)
-    cot = _cotangents(37, 6, 33, dtype=dtype)
+    cot = cotangents(37, 6, 33, dtype=dtype)
     old = torch.get_num_threads()
     results = []
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            results.append(_with_grads(inputs, "native", cot, gamma=5.0, entry_dropout=0.25, seed=8))
+            results.append(outputs_and_grads(inputs, "native", cot, gamma=5.0, entry_dropout=0.25, seed=8))
     finally:
         torch.set_num_threads(old)
     for name, a, b in zip(NAMES, *results):
@@ -172,9 +154,9 @@ def _native_cuda_or_skip():
 def test_gpu_float64_equals_literal_reference(shape, dropout):
     _native_cuda_or_skip()
     inputs = make_inputs(*shape, requires_grad=True, seed=2, device="cuda")
-    cot = _cotangents(shape[0], shape[2], shape[3], device="cuda")
+    cot = cotangents(shape[0], shape[2], shape[3], device="cuda")
     kw = dict(gamma=5.0, entry_dropout=dropout, seed=123)
-    got, ref = _with_grads(inputs, "native", cot, **kw), _with_grads(inputs, "autograd", cot, **kw)
+    got, ref = outputs_and_grads(inputs, "native", cot, **kw), outputs_and_grads(inputs, "autograd", cot, **kw)
     for name, a, b in zip(NAMES, got, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
 
@@ -186,12 +168,12 @@ def test_gpu_low_precision_against_float64(dtype, tol):
     shape = (64, 3000, 37, 96)
     low = [t.to(dtype).requires_grad_() for t in make_inputs(*shape, seed=5, device="cuda")]
     exact = [t.detach().double().requires_grad_() for t in low]
-    cot = _cotangents(shape[0], shape[2], shape[3], device="cuda")
-    got = _with_grads(low, "native", [c.to(dtype) for c in cot], gamma=5.0, entry_dropout=0.5, seed=3)
-    ref = _with_grads(exact, "torch", cot, gamma=5.0, entry_dropout=0.5, seed=3)
+    cot = cotangents(shape[0], shape[2], shape[3], device="cuda")
+    got = outputs_and_grads(low, "native", [c.to(dtype) for c in cot], gamma=5.0, entry_dropout=0.5, seed=3)
+    ref = outputs_and_grads(exact, "torch", cot, gamma=5.0, entry_dropout=0.5, seed=3)
     for name, a, b in zip(NAMES, got, ref):
         assert a.dtype == dtype, name
-        assert _scaled_error(a, b) < tol, f"{name}: {_scaled_error(a, b):.2e} >= {tol}"
+        assert scaled_error(a, b) < tol, f"{name}: {scaled_error(a, b):.2e} >= {tol}"
 
 
 @pytest.mark.gpu
@@ -202,16 +184,16 @@ def test_gpu_native_agrees_with_triton():
         pytest.skip("triton unavailable")
     shape = (64, 3000, 37, 96)
     inputs = [t.requires_grad_() for t in make_inputs(*shape, dtype=torch.float32, seed=7, device="cuda")]
-    cot = _cotangents(shape[0], shape[2], shape[3], dtype=torch.float32, device="cuda")
+    cot = cotangents(shape[0], shape[2], shape[3], dtype=torch.float32, device="cuda")
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
         kw = dict(gamma=5.0, entry_dropout=0.5, seed=11)
-        native, triton = _with_grads(inputs, "native", cot, **kw), _with_grads(inputs, "triton", cot, **kw)
+        native, triton = outputs_and_grads(inputs, "native", cot, **kw), outputs_and_grads(inputs, "triton", cot, **kw)
     finally:
         torch.set_float32_matmul_precision(old)
     for name, a, b in zip(NAMES, native, triton):
-        assert _scaled_error(a, b) < 1e-4, f"{name}: {_scaled_error(a, b):.2e}"
+        assert scaled_error(a, b) < 1e-4, f"{name}: {scaled_error(a, b):.2e}"
 
 
 @pytest.mark.gpu
@@ -220,9 +202,9 @@ def test_gpu_reruns_are_bitwise_equal(dtype):
     """No atomics, every output owned by one thread: five reruns give identical bits."""
     _native_cuda_or_skip()
     inputs = [t.requires_grad_() for t in make_inputs(64, 5000, 37, 96, dtype=dtype, device="cuda", seed=7)]
-    cot = _cotangents(64, 37, 96, dtype=dtype, device="cuda")
-    first = _with_grads(inputs, "native", cot, gamma=5.0, entry_dropout=0.5, seed=1)
+    cot = cotangents(64, 37, 96, dtype=dtype, device="cuda")
+    first = outputs_and_grads(inputs, "native", cot, gamma=5.0, entry_dropout=0.5, seed=1)
     for _ in range(5):
-        again = _with_grads(inputs, "native", cot, gamma=5.0, entry_dropout=0.5, seed=1)
+        again = outputs_and_grads(inputs, "native", cot, gamma=5.0, entry_dropout=0.5, seed=1)
         for name, a, b in zip(NAMES, again, first):
             assert torch.equal(a, b), name

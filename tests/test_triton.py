@@ -6,25 +6,13 @@ import torch
 
 import mn
 
-from conftest import make_inputs, shape_id
+from conftest import NAMES, cotangents, make_inputs, outputs_and_grads, scaled_error, shape_id
 
 pytestmark = pytest.mark.skipif(mn.available_backends("cuda" if torch.cuda.is_available() else "cpu")["triton"]
                                 is not None, reason="triton backend unavailable")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # B = 1; S = 1 and S below a tile; S not a multiple of any tile; C = 2; n = 3; n above 16 and odd
 ODD_SHAPES = [(1, 1, 2, 3), (1, 7, 2, 3), (3, 70, 5, 3), (2, 13, 3, 17), (5, 37, 7, 19)]
-NAMES = ["grad", "inner_loss", "dz", "dkeys", "dvalues", "dweight", "dtau"]
-
-
-def _with_grads(inputs, backend, cot, **kw):
-    grad, loss = mn.inner_gradient(*inputs, backend=backend, **kw)
-    dins = torch.autograd.grad((grad * cot[0]).sum() + (loss * cot[1]).sum(), inputs)
-    return [grad, loss, *dins]
-
-
-def _cotangents(B, C, n, dtype=torch.float64):
-    g = torch.Generator().manual_seed(1)
-    return (torch.randn(B, C, n, generator=g, dtype=dtype).to(DEVICE), torch.randn(B, generator=g, dtype=dtype).to(DEVICE))
 
 
 @pytest.mark.parametrize("shape,fast", [((1, 1, 2, 3), False), ((1, 7, 2, 3), False), ((3, 70, 5, 3), True),
@@ -43,9 +31,9 @@ def test_gradcheck_float64(shape, fast):
 def test_equals_literal_reference_float64(shape, dropout):
     """Forward and every input gradient against backend="autograd" at 1e-10 (both exact; rounding only)."""
     inputs = make_inputs(*shape, requires_grad=True, seed=2, device=DEVICE)
-    cot = _cotangents(shape[0], shape[2], shape[3])
+    cot = cotangents(shape[0], shape[2], shape[3], device=DEVICE)
     kw = dict(gamma=5.0, entry_dropout=dropout, seed=123)
-    got, ref = _with_grads(inputs, "triton", cot, **kw), _with_grads(inputs, "autograd", cot, **kw)
+    got, ref = outputs_and_grads(inputs, "triton", cot, **kw), outputs_and_grads(inputs, "autograd", cot, **kw)
     for name, a, b in zip(NAMES, got, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
 
@@ -53,9 +41,9 @@ def test_equals_literal_reference_float64(shape, dropout):
 def test_large_gamma_and_all_dropped_queries_float64():
     """gamma = 60 (beyond the fixed-shift range) and dropout 0.9 on 3 entries: some queries see no entry."""
     inputs = make_inputs(6, 3, 3, 4, requires_grad=True, seed=3, device=DEVICE)
-    cot = _cotangents(6, 3, 4)
+    cot = cotangents(6, 3, 4, device=DEVICE)
     kw = dict(gamma=60.0, entry_dropout=0.9, seed=4)
-    got, ref = _with_grads(inputs, "triton", cot, **kw), _with_grads(inputs, "autograd", cot, **kw)
+    got, ref = outputs_and_grads(inputs, "triton", cot, **kw), outputs_and_grads(inputs, "autograd", cot, **kw)
     assert (ref[1] == 0).any()
     for name, a, b in zip(NAMES, got, ref):
         assert torch.isfinite(a).all(), name
@@ -72,11 +60,6 @@ TOLERANCES = {
 }
 
 
-def _scaled_error(a, b):
-    """max |a - b| relative to max |b|: one number per output, robust to entries near zero."""
-    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-
-
 @pytest.mark.parametrize("dtype,precision", list(TOLERANCES), ids=lambda v: str(v))
 def test_low_precision_against_float64(dtype, precision):
     if DEVICE == "cpu" and precision != "highest":
@@ -84,18 +67,18 @@ def test_low_precision_against_float64(dtype, precision):
     shape = (8, 300, 10, 32) if DEVICE == "cuda" else (3, 40, 5, 16)
     low = [t.to(getattr(torch, dtype)).requires_grad_() for t in make_inputs(*shape, seed=5, device=DEVICE)]
     exact = [t.detach().double().requires_grad_() for t in low]
-    cot = _cotangents(shape[0], shape[2], shape[3])
+    cot = cotangents(shape[0], shape[2], shape[3], device=DEVICE)
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(precision)
     try:
-        got = _with_grads(low, "triton", [c.to(low[0].dtype) for c in cot], gamma=5.0)
+        got = outputs_and_grads(low, "triton", [c.to(low[0].dtype) for c in cot], gamma=5.0)
     finally:
         torch.set_float32_matmul_precision(old)
-    ref = _with_grads(exact, "autograd", cot, gamma=5.0)
+    ref = outputs_and_grads(exact, "autograd", cot, gamma=5.0)
     tol = TOLERANCES[(dtype, precision)]["rtol"]
     for name, a, b in zip(NAMES, got, ref):
         assert a.dtype == low[0].dtype, name
-        assert _scaled_error(a, b) < tol, f"{name}: {_scaled_error(a, b):.2e} >= {tol}"
+        assert scaled_error(a, b) < tol, f"{name}: {scaled_error(a, b):.2e} >= {tol}"
 
 
 def test_module_function_and_functional_agree():
@@ -145,10 +128,10 @@ def test_torch_compile_has_no_graph_break():
 def test_gpu_reruns_are_bitwise_equal(dtype):
     """Deterministic kernels: ten reruns give identical bits (a race or an atomic would show)."""
     inputs = [t.to(dtype).requires_grad_() for t in make_inputs(64, 5000, 37, 96, device="cuda", seed=7)]
-    cot = [c.to(dtype) for c in _cotangents(64, 37, 96)]
-    first = _with_grads(inputs, "triton", cot, gamma=5.0, entry_dropout=0.5, seed=1)
+    cot = [c.to(dtype) for c in cotangents(64, 37, 96, device=DEVICE)]
+    first = outputs_and_grads(inputs, "triton", cot, gamma=5.0, entry_dropout=0.5, seed=1)
     for _ in range(10):
-        again = _with_grads(inputs, "triton", cot, gamma=5.0, entry_dropout=0.5, seed=1)
+        again = outputs_and_grads(inputs, "triton", cot, gamma=5.0, entry_dropout=0.5, seed=1)
         for name, a, b in zip(NAMES, again, first):
             assert torch.equal(a, b), name
 
@@ -171,5 +154,5 @@ def test_gpu_million_entries():
     assert extra < 8 * dictionary, f"extra memory {extra / 2**20:.0f} MiB = {extra / dictionary:.1f} x S(C+n) floats"
     with torch.no_grad():
         ref_grad, ref_loss = mn.inner_gradient(*[t.double() for t in inputs], gamma=5.0, backend="torch")
-    assert _scaled_error(grad.detach(), ref_grad) < 2e-2 and _scaled_error(loss.detach(), ref_loss) < 2e-2
+    assert scaled_error(grad.detach(), ref_grad) < 2e-2 and scaled_error(loss.detach(), ref_loss) < 2e-2
     assert all(torch.isfinite(t.grad).all() for t in inputs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._common import init_convs, pooled_features
+
 
 class DenseLayer(nn.Module):
     """BN-ReLU-conv1x1 (4 x growth) - BN-ReLU-conv3x3 (growth), output concatenated to the input."""
@@ -58,12 +60,7 @@ class DenseNetBC(nn.Module):
         self.features = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(channels)
         self.final_relu, self.feature_dim = final_relu, channels
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn(self.features(x))
-        if self.final_relu:
-            out = torch.relu(out)
-        return out.mean(dim=(2, 3))
+        return pooled_features(self.bn(self.features(x)), self.final_relu)

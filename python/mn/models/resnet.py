@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._common import init_convs, pooled_features
+
 
 class PreActBottleneck(nn.Module):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1 (x4), plus the (projected) identity."""
@@ -55,12 +57,7 @@ class PreActResNet(nn.Module):
         self.stages = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(channels)
         self.final_relu, self.feature_dim = final_relu, channels
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn(self.stages(self.stem(x)))
-        if self.final_relu:
-            out = torch.relu(out)
-        return out.mean(dim=(2, 3))
+        return pooled_features(self.bn(self.stages(self.stem(x))), self.final_relu)

@@ -1,0 +1,28 @@
+"""The CPU benchmark both pytest-benchmark suites run: one training step of MetaNeighborhoodsHead (adapted logits,
+outer cross-entropy, backward through the inner step), float32."""
+import torch
+import torch.nn.functional as F
+
+import mn
+
+
+def config_id(cfg) -> str:
+    return "B{}-S{}-C{}-n{}".format(*cfg)
+
+
+def bench_head_step(benchmark, cfg, backend: str, rounds: int = 7, **extra_info) -> None:
+    """Times the step on `backend` at cfg = (B, S, C, n); results grouped by config, backend in extra_info."""
+    B, S, C, n = cfg
+    torch.manual_seed(0)
+    head = mn.MetaNeighborhoodsHead(n, C, num_entries=S, backend=backend)
+    z = torch.randn(B, n, requires_grad=True)
+    y = torch.randint(0, C, (B,))
+
+    def step():
+        head.zero_grad(set_to_none=True)
+        F.cross_entropy(head(z), y).backward()
+
+    benchmark.group = config_id(cfg)
+    benchmark.extra_info.update(B=B, S=S, C=C, n=n, backend=backend, torch=torch.__version__,
+                                threads=torch.get_num_threads(), **extra_info)
+    benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
