@@ -5,7 +5,9 @@ Layers:          MetaNeighborhoodsHead, CosineClassifier, DotClassifier,
                  MetaNeighborhoodsClassifier                           (layers.py)
                  MetaNeighborhoods (any output network f_phi)          (generic.py)
 Backends:        available_backends, resolve_backend                   (backends.py)
+Analysis:        mn.analysis.attention_topk, entry_classes, inner_step_size
 """
+from . import analysis
 from .backends import available_backends, resolve_backend
 from .functional import adapted_logits, inner_gradient
 from .generic import MetaNeighborhoods
