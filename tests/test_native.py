@@ -116,14 +116,15 @@ def test_torch_compile_has_no_graph_break():
 
 
 def test_kernel_arguments_are_checked_before_any_pointer_is_passed():
-    setup = native_ops._Setup(*make_inputs(2, 5, 3, 4), 1.0, 0.0, 0)
+    prep = native_ops._prepare(*make_inputs(2, 5, 3, 4), 1.0)
+    call = lambda **arrays: native_ops._call_kernel("fwd", prep, 0.0, 0, **arrays)  # noqa: E731
     lse, loss = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
     with pytest.raises(ValueError, match="argument U: expected shape"):
-        setup.call("fwd", lse=lse, U=torch.zeros(2, 3, 5, dtype=torch.float64), loss=loss)
+        call(lse=lse, U=torch.zeros(2, 3, 5, dtype=torch.float64), loss=loss)
     with pytest.raises(ValueError, match="argument U must be contiguous"):
-        setup.call("fwd", lse=lse, U=torch.zeros(2, 4, 3, dtype=torch.float64).transpose(1, 2), loss=loss)
+        call(lse=lse, U=torch.zeros(2, 4, 3, dtype=torch.float64).transpose(1, 2), loss=loss)
     with pytest.raises(ValueError, match=r"argument loss: expected torch.float64"):
-        setup.call("fwd", lse=lse, U=torch.zeros(2, 3, 4, dtype=torch.float64), loss=loss.float())
+        call(lse=lse, U=torch.zeros(2, 3, 4, dtype=torch.float64), loss=loss.float())
 
 
 def test_missing_extension_reports_itself_unavailable(monkeypatch):

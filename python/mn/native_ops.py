@@ -12,15 +12,18 @@ projection `P_c` stay here as a few torch calls. `delta_jc = tau (sigma_j p_jc -
 (the exact derivative of the cross-entropy also off the simplex), as in every backend.
 
 Compute dtype: float64 for float64 inputs, else float32 (bf16 / fp16 inputs are computed in float32 and the
-results cast back). The forward also returns `a_ic = wh_c . U_ic` (B x C), the component the projection removes,
-which the backward's P_c term needs. CPU kernels use `torch.get_num_threads()` threads; results do not depend
-on the thread count. The op takes the shared weight (C, n) only; inner steps 2..T run on the `torch` reference.
+results cast back). The forward also returns, for the backward only (non-differentiable), `a_ic = wh_c . U_ic`
+(B x C), the component the projection removes, and the per-call preparation (`_Prepared`: hats, per-entry softmax
+and cross-entropy terms, kernel operands), which the backward reuses instead of recomputing. CPU kernels use
+`torch.get_num_threads()` threads; results do not depend on the thread count. The op takes the shared weight
+(C, n) only; inner steps 2..T run on the `torch` reference.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import importlib
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -97,119 +100,150 @@ def _tn(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
-class _Setup:
-    """Per-call preparation shared by forward and backward: hats, the per-entry softmax / CE terms, and the
-    kernels' operands (gamma folded into the queries: zs = gamma zh; kh^T and delta^T for coalesced reads)."""
+class _Prepared(NamedTuple):
+    """The per-call preparation, computed once by the forward op (`_prepare`) and handed to the backward op as
+    extra, non-differentiable outputs of the forward: O(B n + S (C + n) + C n) memory, compute dtype."""
+    zh: Tensor          # (B, n) z / max(||z||, eps)   with 1 / max(||z||, eps) and the clamp flag, (B, 1) each
+    z_rnorm: Tensor
+    z_clamped: Tensor
+    kh: Tensor          # (S, n), likewise for the keys
+    k_rnorm: Tensor
+    k_clamped: Tensor
+    wh: Tensor          # (C, n), likewise for the shared weight
+    w_rnorm: Tensor
+    w_clamped: Tensor
+    cos: Tensor         # (S, C) kh_j . wh_c
+    logp: Tensor        # (S, C) log_softmax(tau cos_j)
+    p: Tensor           # (S, C)
+    sigma: Tensor       # (S, 1) sum_c v_jc
+    resid: Tensor       # (S, C) sigma_j p_jc - v_jc = delta_jc / tau
+    # The kernels' remaining operands: gamma folded into the queries, kh^T and delta^T for coalesced reads
+    # (khT a copy even where kh^T is already contiguous, S = 1: outputs of a custom op may not alias each other).
+    zs: Tensor          # (B, n) gamma zh
+    khT: Tensor         # (n, S)
+    deltaT: Tensor      # (C, S) tau resid^T
+    ce: Tensor          # (S,) -sum_c v_jc logp_jc
 
-    def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed):
-        (self.B, self.n), (self.S, self.C) = z.shape, values.shape
-        self.device, self.dtype = z.device, z.dtype
-        self.ct = ct = _compute_dtype(z.dtype)
-        self.gamma = float(gamma)
-        self.tau = tau.reshape(()).to(ct)
-        self.zh, self.z_rnorm, self.z_clamped = _normalize(z.to(ct))
-        self.kh, self.k_rnorm, self.k_clamped = _normalize(keys.to(ct))
-        self.wh, self.w_rnorm, self.w_clamped = _normalize(weight.to(ct))
-        self.v = values.to(ct)
-        self.cos = self.kh @ self.wh.t()                                     # kh_j . wh_c   (S x C)
-        self.logp = torch.log_softmax(self.tau * self.cos, dim=1)
-        self.p = self.logp.exp()
-        self.ce = -(self.v * self.logp).sum(1)
-        self.sigma = self.v.sum(1, keepdim=True)
-        self.delta = self.tau * (self.sigma * self.p - self.v)
-        self.seed_mix = (int(seed) * 0x9E3779B1) & 0xFFFFFFFF
-        self.threshold = drop_threshold(entry_dropout)
-        B, S, C, n = self.B, self.S, self.C, self.n
-        self.operands = dict(zs=(self.gamma * self.zh).contiguous(), kh=self.kh.contiguous(),
-                             khT=self.kh.t().contiguous(), deltaT=self.delta.t().contiguous(), ce=self.ce.contiguous())
-        self.shapes = dict(zs=(B, n), kh=(S, n), khT=(n, S), deltaT=(C, S), ce=(S,), lse=(B,), U=(B, C, n),
-                           loss=(B,), dU=(B, C, n), dL=(B,), D=(B,), dzh=(B, n), dkh=(S, n), ddelta=(S, C), dce=(S,))
 
-    def call(self, which: str, **arrays):
-        """Runs mn._C's `inner_gradient_<which>` on the operands and `arrays` (outputs written in place)."""
-        ptrs = _kernel_args({**self.operands, **arrays}, self.ct, self.device, self.shapes)
-        cuda = self.device.type == "cuda"
-        stream = torch.cuda.current_stream(self.device).cuda_stream if cuda else 0
-        kernel = getattr(_extension(), f"inner_gradient_{which}")
-        with torch.cuda.device(self.device) if cuda else contextlib.nullcontext():
-            kernel(self.device.type, str(self.ct).removeprefix("torch."), self.B, self.S, self.C, self.n,
-                   self.seed_mix, self.threshold, *ptrs, torch.get_num_threads(), stream)
+def _prepare(z, keys, values, weight, tau, gamma: float) -> _Prepared:
+    """All of `_Prepared` from the op's inputs: pure torch, so the forward's fake kernel runs it too."""
+    ct = _compute_dtype(z.dtype)
+    tau = tau.reshape(()).to(ct)
+    zh, z_rnorm, z_clamped = _normalize(z.to(ct))
+    kh, k_rnorm, k_clamped = _normalize(keys.to(ct))
+    wh, w_rnorm, w_clamped = _normalize(weight.to(ct))
+    v = values.to(ct)
+    cos = kh @ wh.t()
+    logp = torch.log_softmax(tau * cos, dim=1)
+    p = logp.exp()
+    sigma = v.sum(1, keepdim=True)
+    resid = sigma * p - v
+    return _Prepared(zh, z_rnorm, z_clamped, kh.contiguous(), k_rnorm, k_clamped, wh, w_rnorm, w_clamped,
+                     cos, logp, p, sigma, resid, zs=(gamma * zh).contiguous(),
+                     khT=kh.t().clone(memory_format=torch.contiguous_format),
+                     deltaT=(tau * resid).t().contiguous(), ce=-(v * logp).sum(1))
+
+
+def _call_kernel(which: str, prep: _Prepared, entry_dropout: float, seed: int, **arrays):
+    """Runs mn._C's `inner_gradient_<which>` on the prepared operands and `arrays` (outputs written in place)."""
+    (B, n), (S, C) = prep.zs.shape, prep.cos.shape
+    ct, device = prep.zs.dtype, prep.zs.device
+    operands = dict(zs=prep.zs, kh=prep.kh, khT=prep.khT, deltaT=prep.deltaT, ce=prep.ce)
+    shapes = dict(zs=(B, n), kh=(S, n), khT=(n, S), deltaT=(C, S), ce=(S,), lse=(B,), U=(B, C, n), loss=(B,),
+                  dU=(B, C, n), dL=(B,), D=(B,), dzh=(B, n), dkh=(S, n), ddelta=(S, C), dce=(S,))
+    ptrs = _kernel_args({**operands, **arrays}, ct, device, shapes)
+    seed_mix = (int(seed) * 0x9E3779B1) & 0xFFFFFFFF
+    cuda = device.type == "cuda"
+    stream = torch.cuda.current_stream(device).cuda_stream if cuda else 0
+    kernel = getattr(_extension(), f"inner_gradient_{which}")
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        kernel(device.type, str(ct).removeprefix("torch."), B, S, C, n, seed_mix, drop_threshold(entry_dropout),
+               *ptrs, torch.get_num_threads(), stream)
 
 
 @torch.library.custom_op("mn::native_inner_gradient_fwd", mutates_args=())
 def native_inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
-                              entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """-> grad (B, C, n), inner_loss (B,) in z's dtype; lse (B,) and a (B, C) in the compute dtype (for backward)."""
-    st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
-    B, C, n, ct = st.B, st.C, st.n, st.ct
-    zeros = functools.partial(torch.zeros, device=z.device, dtype=ct)
+                              entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+    """-> grad (B, C, n), inner_loss (B,) in z's dtype; for the backward, in the compute dtype: lse (B,),
+    a (B, C) and the fields of `_Prepared`."""
+    prep = _prepare(z, keys, values, weight, tau, gamma)
+    (B, n), C = prep.zh.shape, prep.wh.shape[0]
+    zeros = functools.partial(torch.zeros, device=z.device, dtype=prep.zh.dtype)
     lse, U, loss = zeros(B), zeros(B, C, n), zeros(B)
-    st.call("fwd", lse=lse, U=U, loss=loss)
-    a = (U * st.wh).sum(-1)                                                  # wh_c . U_ic
-    grad = (U - a[..., None] * st.wh) * st.w_rnorm                          # P_c U_ic
-    return grad.to(z.dtype), loss.to(z.dtype), lse, a
+    _call_kernel("fwd", prep, entry_dropout, seed, lse=lse, U=U, loss=loss)
+    a = (U * prep.wh).sum(-1)                                               # wh_c . U_ic
+    grad = U.sub_(a[..., None] * prep.wh).mul_(prep.w_rnorm)               # P_c U_ic, in U's storage
+    return grad.to(z.dtype), loss.to(z.dtype), lse, a, list(prep)
 
 
 @native_inner_gradient_fwd.register_fake
 def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
-    B, C, n = z.shape[0], weight.shape[0], weight.shape[1]
-    ct = _compute_dtype(z.dtype)
-    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=ct), z.new_empty(B, C, dtype=ct)
+    prep = _prepare(z, keys, values, weight, tau, gamma)
+    (B, n), C, ct = prep.zh.shape, prep.wh.shape[0], prep.zh.dtype
+    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=ct), z.new_empty(B, C, dtype=ct), list(prep)
 
 
 @torch.library.custom_op("mn::native_inner_gradient_bwd", mutates_args=())
 def native_inner_gradient_bwd(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Tensor, values: Tensor, weight: Tensor,
-                              tau: Tensor, grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor, gamma: float,
-                              entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                              tau: Tensor, grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor,
+                              prepared: list[Tensor], gamma: float, entry_dropout: float,
+                              seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> dz, dkeys, dvalues, dweight, dtau, each in its input's dtype (DESIGN §4, with sigma in delta)."""
-    st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
-    B, S, C, n, ct = st.B, st.S, st.C, st.n, st.ct
+    prep = _Prepared(*prepared)
+    (B, n), (S, C), ct = prep.zh.shape, prep.cos.shape, prep.zh.dtype
     h, g, dL = dgrad.to(ct), grad.to(ct), dloss.to(ct).contiguous()
-    wh, w_rnorm = st.wh, st.w_rnorm                                          # (C, n), (C, 1)
+    wh, w_rnorm = prep.wh, prep.w_rnorm                                      # (C, n), (C, 1)
     b = (h * wh).sum(-1)                                                     # wh_c . dg_ic
-    dU = ((h - b[..., None] * wh) * w_rnorm).contiguous()                    # P_c dg_ic
+    dU = (h - b[..., None] * wh).mul_(w_rnorm).contiguous()                  # P_c dg_ic
+    gh = g * h
     # Reductions here keep at least two outputs (ATen then splits along the outputs, so the rounding does not
     # depend on the thread count) or go through _tn.
-    D = ((g * h).sum(2).sum(1) + dL * inner_loss.to(ct)).contiguous()       # sum_j w_ij dw_ij
+    D = (gh.sum(2).sum(1) + dL * inner_loss.to(ct)).contiguous()            # sum_j w_ij dw_ij
     zeros = functools.partial(torch.zeros, device=z.device, dtype=ct)
     dzh, dkh, ddelta, dce = zeros(B, n), zeros(S, n), zeros(S, C), zeros(S)
-    st.call("bwd", lse=lse.contiguous(), dU=dU, dL=dL, D=D, dzh=dzh, dkh=dkh, ddelta=ddelta, dce=dce)
-    dzh = st.gamma * dzh
+    _call_kernel("bwd", prep, entry_dropout, seed, lse=lse.contiguous(), dU=dU, dL=dL, D=D, dzh=dzh, dkh=dkh,
+                 ddelta=ddelta, dce=dce)
+    dzh = gamma * dzh
 
     # Per entry: delta = tau (sigma p - v), ce = -sum v log p, p = softmax(tau * cos); O(S C + S C n).
-    tau_, p, v, logp, sigma = st.tau, st.p, st.v, st.logp, st.sigma
+    tau_, p, logp, sigma, resid = tau.reshape(()).to(ct), prep.p, prep.logp, prep.sigma, prep.resid
     dp = tau_ * sigma * ddelta
     dv = tau_ * ((p * ddelta).sum(1, keepdim=True) - ddelta) - dce[:, None] * logp
-    dl = p * (dp - (p * dp).sum(1, keepdim=True)) + dce[:, None] * (sigma * p - v)
-    dtau_j = ((sigma * p - v) * ddelta + dl * st.cos).sum(1, keepdim=True)   # (S, 1)
+    dl = p * (dp - (p * dp).sum(1, keepdim=True)) + dce[:, None] * resid
+    dtau_j = (resid * ddelta + dl * prep.cos).sum(1, keepdim=True)          # (S, 1)
     dtau = _tn(dtau_j, torch.ones_like(dtau_j)).reshape(())
     dkh = dkh + tau_ * (dl @ wh)
-    dwh = tau_ * _tn(dl, st.kh)
+    dwh = tau_ * _tn(dl, prep.kh)
     # The P_c term of the projection, summed over the batch (a = wh . U from the forward).
-    dW_proj = -w_rnorm * ((h * g).sum((0, 2))[:, None] * wh + (b[..., None] * g).sum(0)
+    dW_proj = -w_rnorm * (gh.sum((0, 2))[:, None] * wh + (b[..., None] * g).sum(0)
                           + (a.to(ct)[..., None] * dU).sum(0))
 
-    dz = _normalize_bwd(st.zh, st.z_rnorm, st.z_clamped, dzh)
-    dkeys = _normalize_bwd(st.kh, st.k_rnorm, st.k_clamped, dkh)
-    dweight = _normalize_bwd(wh, w_rnorm, st.w_clamped, dwh) + dW_proj
+    dz = _normalize_bwd(prep.zh, prep.z_rnorm, prep.z_clamped, dzh)
+    dkeys = _normalize_bwd(prep.kh, prep.k_rnorm, prep.k_clamped, dkh)
+    dweight = _normalize_bwd(wh, w_rnorm, prep.w_clamped, dwh) + dW_proj
     return (dz.to(z.dtype), dkeys.to(keys.dtype), dv.to(values.dtype), dweight.to(weight.dtype),
             dtau.reshape(tau.shape).to(tau.dtype))
 
 
 @native_inner_gradient_bwd.register_fake
-def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, gamma, entry_dropout, seed):
+def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma, entry_dropout, seed):
     return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
 
 def _setup_context(ctx, inputs, output):
     z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
-    ctx.save_for_backward(z, keys, values, weight, tau, *output)
+    grad, inner_loss, lse, a, prepared = output
+    ctx.mark_non_differentiable(lse, a, *prepared)
+    ctx.set_materialize_grads(False)   # no zero-filled gradients for the outputs kept for backward only
+    ctx.save_for_backward(z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared)
 
 
-def _backward(ctx, dgrad, dloss, _dlse, _da):
-    z, keys, values, weight, tau, grad, inner_loss, lse, a = ctx.saved_tensors
+def _backward(ctx, dgrad, dloss, *_):
+    z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared = ctx.saved_tensors
+    dgrad = torch.zeros_like(grad) if dgrad is None else dgrad.contiguous()
+    dloss = torch.zeros_like(inner_loss) if dloss is None else dloss.contiguous()
     dz, dkeys, dvalues, dweight, dtau = torch.ops.mn.native_inner_gradient_bwd(
-        dgrad.contiguous(), dloss.contiguous(), z, keys, values, weight, tau, grad, inner_loss, lse, a,
+        dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared,
         ctx.gamma, ctx.entry_dropout, ctx.seed)
     return dz, dkeys, dvalues, dweight, dtau, None, None, None
 
@@ -219,7 +253,7 @@ native_inner_gradient_fwd.register_autograd(_backward, setup_context=_setup_cont
 
 def inner_gradient_native(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
     """The backend entry point: (grad (B, C, n), inner_loss (B,)), differentiable through the native backward."""
-    grad, loss, _, _ = torch.ops.mn.native_inner_gradient_fwd(
+    grad, loss, *_ = torch.ops.mn.native_inner_gradient_fwd(
         z.contiguous(), keys.contiguous(), values.contiguous(), weight.contiguous(), tau.reshape(()),
         float(gamma), float(entry_dropout), int(seed))
     return grad, loss
