@@ -30,11 +30,18 @@ from ._common import entry_keep, normalize
 CHUNK_ELEMENTS = 1 << 25
 
 
-def _chunk_sums(zh, kh, values, wh, tau, m, keep, gamma):
+def _masked_scores(zh, kh, gamma, start, entry_dropout, seed):
+    """gamma zh . kh^T (B x Sc) for the chunk of entries starting at `start`, -inf where dropped. The mask is
+    drawn here from its hash, never stored: checkpointed chunks regenerate it instead of saving B x S bools."""
+    s = gamma * zh @ kh.T
+    keep = entry_keep(zh.shape[0], torch.arange(start, start + kh.shape[0], device=zh.device), entry_dropout, seed,
+                      zh.device)
+    return s if keep is None else s.masked_fill(~keep, float("-inf"))
+
+
+def _chunk_sums(zh, kh, values, wh, tau, m, gamma, start, entry_dropout, seed):
     """Unnormalised sums over one chunk of entries: (sum e delta kh (B,C,n), sum e (B,), sum e ce (B,))."""
-    s = gamma * zh @ kh.T                                                        # B x Sc
-    if keep is not None:
-        s = s.masked_fill(~keep, float("-inf"))
+    s = _masked_scores(zh, kh, gamma, start, entry_dropout, seed)              # B x Sc
     e = torch.exp(s - m[:, None])
     if wh.dim() == 2:                                                            # shared weight
         logp = torch.log_softmax(tau * kh @ wh.T, dim=-1)                        # Sc x C
@@ -66,22 +73,19 @@ def inner_gradient_torch(z, keys, values, weight, tau, *, gamma, entry_dropout=0
     zh, kh, wh = normalize(z), normalize(keys), normalize(weight)
     tau = tau.reshape(())
     chunks = [slice(a, min(a + chunk_size, S)) for a in range(0, S, chunk_size)]
-    keeps = [entry_keep(B, torch.arange(c.start, c.stop, device=z.device), entry_dropout, seed, z.device)
-             for c in chunks]
 
     with torch.no_grad():                                   # the shift m_i: max kept score (or gamma)
         m = torch.full((B,), float("-inf"), dtype=z.dtype, device=z.device)
-        for c, keep in zip(chunks, keeps):
-            s = gamma * zh @ kh[c].T
-            m = torch.maximum(m, (s if keep is None else s.masked_fill(~keep, float("-inf"))).amax(1))
+        for c in chunks:
+            m = torch.maximum(m, _masked_scores(zh, kh[c], gamma, c.start, entry_dropout, seed).amax(1))
         m = torch.where(torch.isfinite(m), m, torch.full_like(m, gamma))
 
     track = torch.is_grad_enabled() and any(t.requires_grad for t in (z, keys, values, weight, tau))
     U = z.new_zeros(B, C, n)
     denom = z.new_zeros(B)
     loss = z.new_zeros(B)
-    for c, keep in zip(chunks, keeps):
-        args = (zh, kh[c], values[c], wh, tau, m, keep, gamma)
+    for c in chunks:
+        args = (zh, kh[c], values[c], wh, tau, m, gamma, c.start, entry_dropout, seed)
         dU, dd, dl = checkpoint(_chunk_sums, *args, use_reentrant=False) if track else _chunk_sums(*args)
         U, denom, loss = U + dU, denom + dd, loss + dl
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))   # all entries dropped: grad = loss = 0
