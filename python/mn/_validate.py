@@ -25,20 +25,22 @@ def _check_values(named: dict[str, torch.Tensor]) -> None:
     check a sync of its own would cost more than the fused op on a GPU); the message is built only on failure.
     """
     x = {name: t.detach() for name, t in named.items()}
-    zero_rows = {name: x[name].float().norm(dim=-1) == 0 for name in ("z", "keys", "weight") if name in x}
-    bad = [(f"{name} contains NaN or Inf", ~torch.isfinite(t).all()) for name, t in x.items()]
-    bad += [(f"{name} has a zero-norm row (first at row {{row}}): cosine similarity is undefined there", rows.any())
-            for name, rows in zero_rows.items()]
+    # (message maker, flag): the maker runs only for the failing check (the zero-row one looks up the row).
+    bad = [(lambda name=name: f"{name} contains NaN or Inf", ~torch.isfinite(t).all()) for name, t in x.items()]
+    for name in ("z", "keys", "weight"):
+        if name in x:
+            zero = x[name].float().norm(dim=-1) == 0
+            bad.append((lambda name=name, zero=zero: f"{name} has a zero-norm row (first at row "
+                        f"{int(zero.nonzero()[0, 0])}): cosine similarity is undefined there", zero.any()))
     if "values" in x:
         v = x["values"].float()
         off_simplex = (v < 0).any() | ((v.sum(1) - 1).abs() > 1e-2).any()
-        bad.append(("values must hold probabilities (non-negative rows summing to 1); "
+        bad.append((lambda: "values must hold probabilities (non-negative rows summing to 1); "
                     "apply softmax to value logits first", off_simplex))
     flags = torch.stack([flag for _, flag in bad]).tolist()
     for (message, _), flag in zip(bad, flags):
         if flag:
-            rows = zero_rows.get(message.split()[0])
-            raise ValueError(message.format(row=int(rows.nonzero()[0, 0])) if "{row}" in message else message)
+            raise ValueError(message())
 
 
 def check_positive(name: str, value, *, integer: bool = False) -> None:
