@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import mn
-from mn.analysis import attention_topk, entry_classes, inner_step_size
+from mn.analysis import (attention_topk, attention_vectors, entry_classes, inner_step_size, knn_neighbours,
+                         knn_predict, target_cosines)
 
 
 @pytest.mark.parametrize("chunk", [3, 7, 100])
@@ -38,3 +39,38 @@ def test_entry_classes_and_step_size():
                                 backend="autograd")
     expected = torch.stack([(head.inner_lr.abs() * g).norm() for g in grad]) / head.weight.norm()
     torch.testing.assert_close(inner_step_size(head, z), expected.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_attention_vectors_are_the_softmax_rows():
+    g = torch.Generator().manual_seed(1)
+    z, keys = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(9, 4, generator=g, dtype=torch.float64)
+    expected = torch.softmax(3.0 * torch.nn.functional.cosine_similarity(z[:, None], keys[None], dim=2), dim=1)
+    torch.testing.assert_close(attention_vectors(z, keys, gamma=3.0), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_target_cosines_use_the_adapted_weights():
+    torch.manual_seed(0)
+    head = mn.MetaNeighborhoodsHead(6, 3, num_entries=20, inner_steps=2).double().eval()
+    z, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 2, 1, 2])
+    logits = head(z).detach()
+    before, after = target_cosines(head, z, y)
+    # adapted logits are tau * cos(z, phi_y): the "after" cosine is the target's logit over tau
+    torch.testing.assert_close(after, logits[torch.arange(4), y] / head.tau.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(before, (head.unadapted_logits(z)[torch.arange(4), y] / head.tau).detach())
+    with pytest.raises(ValueError, match=r"target must have shape \(4,\)"):
+        target_cosines(head, z, y[:3])
+
+
+@pytest.mark.parametrize("chunk", [2, 100])
+def test_knn_predict_majority_with_ties_to_the_smaller_label(chunk):
+    memory = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, 0.0]])
+    labels = torch.tensor([3, 3, 1, 1, 0])
+    queries = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.72, 0.7]])
+    assert knn_neighbours(memory, queries, 2, chunk_size=chunk)[0].tolist() == [0, 1]
+    # the third query's 4 nearest hold labels 3, 3, 1, 1: a tie, broken towards label 1
+    assert knn_predict(memory, labels, queries, 1, chunk_size=chunk).tolist() == [3, 1, 3]
+    assert knn_predict(memory, labels, queries, 4, chunk_size=chunk).tolist()[2] == 1
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\]"):
+        knn_predict(memory, labels, queries, 6)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        knn_predict(memory, labels[:3], queries, 1)

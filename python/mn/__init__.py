@@ -1,21 +1,21 @@
 """mn: Meta-Neighborhoods for PyTorch (Shan & Oliva, NeurIPS 2020).
 
-Functional ops:  inner_gradient, adapted_logits                        (functional.py)
+Functional ops:  inner_gradient, adapted_weights, adapted_logits       (functional.py)
 Layers:          MetaNeighborhoodsHead, CosineClassifier, DotClassifier,
                  MetaNeighborhoodsClassifier                           (layers.py)
                  MetaNeighborhoods (any output network f_phi)          (generic.py)
 Backends:        available_backends, resolve_backend                   (backends.py)
-Analysis:        mn.analysis.attention_topk, entry_classes, inner_step_size
+Analysis:        mn.analysis (interpretability helpers; the paper's figures: `mn analyze`)
 """
 from . import analysis
 from .backends import available_backends, resolve_backend
-from .functional import adapted_logits, inner_gradient
+from .functional import adapted_logits, adapted_weights, inner_gradient
 from .generic import MetaNeighborhoods
 from .layers import (ClassifierOutput, CosineClassifier, DotClassifier, MetaNeighborhoodsClassifier,
                      MetaNeighborhoodsHead)
 
 __all__ = [
-    "inner_gradient", "adapted_logits", "available_backends", "resolve_backend",
+    "inner_gradient", "adapted_weights", "adapted_logits", "available_backends", "resolve_backend",
     "MetaNeighborhoodsHead", "CosineClassifier", "DotClassifier", "MetaNeighborhoodsClassifier", "ClassifierOutput",
     "MetaNeighborhoods",
 ]

@@ -38,15 +38,13 @@ def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, se
                                entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
 
 
-def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
-                   backend="auto"):
-    """Logits of the per-example fine-tuned cosine classifier (paper Eq. 8, 15; Algorithm 1-2).
+def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
+                    backend="auto"):
+    """Per-example fine-tuned classifier weights phi (B, C, n) (paper Eq. 8; Algorithm 1-2).
 
-    phi_i = W - alpha * inner_gradient(...)_i, repeated `inner_steps` times with the same attention
-    weights (and dropout mask) and per-example weights from step 2 on; logits_ic = tau * cos(z_i, phi_i,c).
-
+    phi_i = W - alpha * inner_gradient(...)_i, repeated `inner_steps` times with the same attention weights
+    (and dropout mask) and per-example weights from step 2 on.
     z (B, n), keys (S, n), values (S, C), weight (C, n), tau scalar, alpha: scalar, (n,) or (C, n).
-    Returns (B, C).
 
     Step 1 runs on `backend`. Steps 2..T take per-example weights (B, C, n), whose per-entry logits depend
     on the query; the fused backends (`triton`, `native`) take the shared weight only, so those steps run on the
@@ -66,4 +64,14 @@ def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1,
     for step in range(inner_steps):
         grad, _ = (first if step == 0 else later).inner_gradient(z, keys, values, phi, tau, **options)
         phi = phi - alpha * grad                                  # alpha broadcasts over (B, C, n)
+    return phi
+
+
+def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
+                   backend="auto"):
+    """Logits of the per-example fine-tuned cosine classifier (paper Eq. 15): logits_ic = tau * cos(z_i, phi_i,c)
+    with phi = `adapted_weights(...)` (same arguments; its docstring says where steps 2..T run). Returns (B, C)."""
+    tau = _as_tau(tau, z)
+    phi = adapted_weights(z, keys, values, weight, tau, alpha, gamma=gamma, inner_steps=inner_steps,
+                          entry_dropout=entry_dropout, seed=seed, backend=backend)
     return tau.reshape(()) * torch.einsum("bn,bcn->bc", normalize(z), normalize(phi))

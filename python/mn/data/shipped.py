@@ -8,11 +8,17 @@ from .base import Split, TaskData
 from .spirals import make_spirals
 
 
-def load_digits() -> TaskData:
+# Coarse grouping of the ten digits for the induction analysis (Fig. 6): consecutive pairs, so that telling the
+# two digits of a group apart is never part of the supervision. coarse label = DIGIT_GROUPS index = digit // 2.
+DIGIT_GROUPS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+
+
+def load_digits(*, coarse: bool = False) -> TaskData:
     """sklearn digits: 1797 8x8 grey images (values 0..16), 10 classes. x (N, 1, 8, 8) float32.
+    coarse=True ("digits_coarse"): the same images and splits labelled by DIGIT_GROUPS (5 classes).
 
     Split once with a fixed seed (independent of the training seed, so every run sees the same test set):
-    20% test, stratified; the validation split is carved from the rest by `prepare`.
+    20% test, stratified by digit; the validation split is carved from the rest by `prepare`.
     """
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
@@ -23,8 +29,11 @@ def load_digits() -> TaskData:
     train_idx, test_idx = train_test_split(torch.arange(len(y)).numpy(), test_size=0.2, random_state=0,
                                            stratify=y.numpy())
     train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    return TaskData("digits", "classification", "image", Split(x[train_idx], y[train_idx]),
-                    Split(x[test_idx], y[test_idx]), num_outputs=10)
+    if coarse:
+        y = y // 2
+    return TaskData("digits_coarse" if coarse else "digits", "classification", "image",
+                    Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]),
+                    num_outputs=len(DIGIT_GROUPS) if coarse else 10)
 
 
 def load_diabetes() -> TaskData:

@@ -4,7 +4,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, make_config, read_config_file
 from .loop import Run, evaluate
 from .methods import build_model
-from .run import evaluate_checkpoint, train
+from .run import evaluate_checkpoint, load_trained, train
 
 __all__ = ["TrainConfig", "ConfigError", "make_config", "read_config_file", "build_model", "Run", "evaluate",
-           "train", "evaluate_checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+           "train", "evaluate_checkpoint", "load_trained", "CheckpointError", "load_checkpoint", "save_checkpoint"]

@@ -70,6 +70,7 @@ _REGRESSION = dict(backbone="mlp", epochs=500, lr_milestones=[], num_entries=100
 # The paper's settings (§Experiments); digits and spirals are this package's small shipped tasks.
 DATASET_DEFAULTS = {
     "digits": _image("digits_cnn", 30, [20], 500),
+    "digits_coarse": _image("digits_cnn", 30, [20], 500),
     "spirals": dict(backbone="linear", epochs=60, lr_milestones=[], num_entries=64, gamma=10.0,
                     similarity="euclidean", weight_decay=0.0, lr=1e-2),
     "diabetes": dict(_REGRESSION, num_entries=100),

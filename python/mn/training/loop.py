@@ -160,9 +160,10 @@ class Run:
         self.scheduler.step()
         return total / max(count, 1)
 
-    def fit(self) -> dict:
+    def fit(self, on_epoch=None) -> dict:
         """Train to cfg.epochs (or early stop), validating each epoch; returns the final metrics of the best
-        model (by validation; the last model where there is no validation split) on the test split."""
+        model (by validation; the last model where there is no validation split) on the test split.
+        on_epoch(run): called after each epoch's validation and checkpoint (e.g. to record the dictionary)."""
         cfg, task = self.cfg, self.data.data.task
         stopped = self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
         while self.epoch < cfg.epochs and not stopped:
@@ -188,6 +189,8 @@ class Run:
             record["seconds"] = time.perf_counter() - start
             self._log(record)
             self._save()
+            if on_epoch is not None:
+                on_epoch(self)
         return self.finish()
 
     def finish(self) -> dict:

@@ -55,10 +55,10 @@ def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print) -> dict:
     return {"runs": runs, "summary": summary}
 
 
-def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_dir: str | None = None,
-                        device: str = "cpu") -> dict:
-    """Algorithm 2 on a saved model: rebuild it from the checkpoint's config, load the weights, adapt and
-    predict on `split` ("test" or "val") of the same data split (seed-independent split_seed and fold)."""
+def load_trained(path: str | Path, *, data_dir: str | None = None, device: str = "cpu"):
+    """A saved model with its data: (cfg, prepared splits, model in eval mode on `device`, checkpoint state).
+    The model is rebuilt from the checkpoint's config and loaded with its weights; the splits are those it was
+    trained on (seed-independent split_seed and fold)."""
     config, state = load_checkpoint(path)
     try:
         cfg = TrainConfig(**config)
@@ -67,20 +67,28 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_dir: str 
         raise CheckpointError(f"{path} holds a configuration this mn cannot use ({e})") from e
     if data_dir is not None:
         cfg.data_dir = data_dir
-    if split not in ("test", "val"):
-        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     fold = None if state["fold"] == -1 else state["fold"]
     data = prepare(load_dataset(cfg.dataset, cfg.data_dir), val_fraction=cfg.val_fraction, fold=fold,
                    folds=cfg.folds, split_seed=cfg.split_seed)
-    target = data.test if split == "test" else data.val
-    if target is None:
-        raise ValueError(f"{cfg.dataset} has no {split} split in this configuration")
     model = build_model(cfg, data)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({e})") from e
-    model.to(device)
+    return cfg, data, model.to(device).eval(), state
+
+
+def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_dir: str | None = None,
+                        device: str = "cpu") -> dict:
+    """Algorithm 2 on a saved model: rebuild it from the checkpoint's config, load the weights, adapt and
+    predict on `split` ("test" or "val") of the same data split."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    cfg, data, model, state = load_trained(path, data_dir=data_dir, device=device)
+    target = data.test if split == "test" else data.val
+    if target is None:
+        raise ValueError(f"{cfg.dataset} has no {split} split in this configuration")
     metrics = evaluate(model, data, target, batch_size=cfg.eval_batch_size, device=device)
     return {"checkpoint": str(path), "dataset": cfg.dataset, "method": cfg.method, "split": split,
-            "seed": state["seed"], "fold": fold, "epoch": state["epoch"], **metrics}
+            "seed": state["seed"], "fold": None if state["fold"] == -1 else state["fold"], "epoch": state["epoch"],
+            **metrics}

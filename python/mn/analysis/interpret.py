@@ -2,16 +2,18 @@
 
 attention_topk    the k entries each query attends to most, with their attention weights, computed chunk by
                   chunk over the dictionary: memory O(B·(k + chunk)), never a B x S matrix
+attention_vectors the full attention rows (B, S) (Fig. 6 compares queries by them)
 entry_classes     each entry's label distribution (softmax of its value logits) and its most likely class
 inner_step_size   how far the inner step moves each query's classifier: ||phi_i - W|| / ||W||
+target_cosines    cos(z_i, w_{y_i}) before and after the inner step(s) (Fig. 3)
 """
 from __future__ import annotations
 
 import torch
 
-from ._validate import check_positive
-from .functional import inner_gradient
-from .reference._common import normalize
+from .._validate import check_positive
+from ..functional import inner_gradient
+from ..reference._common import normalize
 
 CHUNK = 8192   # entries per chunk of attention_topk
 
@@ -46,6 +48,13 @@ def attention_topk(z: torch.Tensor, keys: torch.Tensor, *, gamma: float, k: int 
 
 
 @torch.no_grad()
+def attention_vectors(z: torch.Tensor, keys: torch.Tensor, *, gamma: float) -> torch.Tensor:
+    """(B, S) attention rows w_ij = softmax_j(gamma cos(z_i, k_j)) of queries z (B, n) over keys (S, n)."""
+    check_positive("gamma", gamma)
+    return torch.softmax(gamma * normalize(z) @ normalize(keys).T, dim=1)
+
+
+@torch.no_grad()
 def entry_classes(head) -> tuple[torch.Tensor, torch.Tensor]:
     """(values (S, C), classes (S,)): each entry's label distribution and its argmax class."""
     values = head.values
@@ -59,3 +68,16 @@ def inner_step_size(head, z: torch.Tensor) -> torch.Tensor:
                              backend=head.backend)
     step = head.inner_lr.abs() * grad
     return step.flatten(1).norm(dim=1) / head.weight.norm()
+
+
+@torch.no_grad()
+def target_cosines(head, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(before, after), each (B,): cos(z_i, w_{y_i}) of the shared classifier W and cos(z_i, phi_{i,y_i}) of the
+    query's fine-tuned one (head.inner_steps steps, no dropout: call it in eval mode). target (B,) class indices."""
+    if target.shape != z.shape[:1]:
+        raise ValueError(f"target must have shape ({z.shape[0]},) to match z, got {tuple(target.shape)}")
+    zh = normalize(z)
+    before = (zh * normalize(head.weight)[target]).sum(1)
+    phi = head.adapted_weights(z)                                                   # B x C x n
+    after = (zh * normalize(phi[torch.arange(len(target)), target])).sum(1)
+    return before, after

@@ -1,0 +1,186 @@
+"""`mn analyze`: each figure runs on a tiny trained checkpoint, writes a valid PNG (and GIF), and its JSON numbers
+equal a direct computation from the checkpoint (full similarity matrices, the autograd reference, brute-force
+kNN) -- not the analysis code's own helpers."""
+import json
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import mn
+from mn.analysis import ablation, cosine, entries, induction, toy
+from mn.analysis.trained import AnalysisError
+from mn.cli import main
+from mn.data import load_dataset, prepare
+from mn.training import load_trained, make_config, train
+
+TINY = dict(epochs=1, lr_milestones=[], max_steps_per_epoch=2, progress=False)
+
+
+def _train(out_dir, dataset, method, seed=0):
+    train(make_config(flags=dict(dataset=dataset, method=method, seeds=[seed], out_dir=str(out_dir), **TINY)),
+          log=lambda _: None)
+    return out_dir / f"seed{seed}" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {name: _train(root / name, *name.split("-"))
+            for name in ("digits-mn", "digits-vanilla", "digits_coarse-mn", "digits_coarse-vanilla")}
+
+
+def assert_png(path, min_size=(100, 100)):
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+
+
+def test_digits_coarse_is_digits_grouped_in_pairs():
+    fine, coarse = load_dataset("digits"), load_dataset("digits_coarse")
+    assert torch.equal(fine.train.x, coarse.train.x) and torch.equal(fine.test.x, coarse.test.x)
+    assert torch.equal(coarse.train.y, fine.train.y // 2) and coarse.num_outputs == 5
+
+
+def test_cosine_matches_the_autograd_inner_step(checkpoints, tmp_path):
+    record = cosine.cosine_shift(checkpoints["digits-mn"], tmp_path)
+    assert_png(tmp_path / "cosine.png")
+    assert json.loads((tmp_path / "cosine.json").read_text()) == record
+    _, data, model, _ = load_trained(checkpoints["digits-mn"])
+    head = model.classifier.head
+    with torch.no_grad():
+        z = model.classifier.backbone(data.inputs(data.test.x))
+    grad, _ = mn.inner_gradient(z, head.keys, head.values, head.weight, head.tau, gamma=head.gamma,
+                                backend="autograd")
+    phi = (head.weight - head.inner_lr.abs() * grad).detach()
+    y = data.test.y
+    before = F.cosine_similarity(z, head.weight[y].detach(), dim=1)
+    after = F.cosine_similarity(z, phi[torch.arange(len(y)), y], dim=1)
+    torch.testing.assert_close(torch.tensor(record["before"]), before, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(record["after"]), after, rtol=1e-5, atol=1e-6)
+    assert record["samples"] == len(y) == 360
+    assert record["share_above"] == pytest.approx((after > before).float().mean().item(), abs=2 / len(y))
+
+
+def test_cosine_refuses_a_vanilla_checkpoint(checkpoints, tmp_path):
+    with pytest.raises(AnalysisError, match="holds a vanilla model"):
+        cosine.cosine_shift(checkpoints["digits-vanilla"], tmp_path)
+
+
+def test_entries_match_a_full_similarity_matrix(checkpoints, tmp_path):
+    record = entries.entry_neighbours(checkpoints["digits-mn"], tmp_path, k=5)
+    assert_png(tmp_path / "entries.png")
+    _, data, model, _ = load_trained(checkpoints["digits-mn"])
+    head = model.classifier.head
+    with torch.no_grad():
+        z = model.classifier.backbone(data.inputs(data.test.x))
+        sim = F.normalize(head.keys, dim=1) @ F.normalize(z, dim=1).T                       # S x N_test
+        classes = head.values.argmax(1)
+    nearest = sim.topk(5, dim=1).indices
+    share = (data.test.y[nearest] == classes[:, None]).float().mean(1)
+    assert record["consistency"] == pytest.approx(share.mean().item(), abs=1e-6)
+    assert [r["entry"] for r in record["entries"]] == [int(head.values[:, c].argmax()) for c in range(10)]
+    for row in record["entries"]:
+        e = row["entry"]
+        assert row["neighbours"] == nearest[e].tolist() and row["class"] == int(classes[e])
+        assert row["neighbour_labels"] == data.test.y[nearest[e]].tolist()
+        assert row["share_of_class"] == pytest.approx(share[e].item())
+
+
+def test_entries_argument_errors(checkpoints, tmp_path):
+    with pytest.raises(AnalysisError, match=r"entries must be indices in \[0, 500\)"):
+        entries.entry_neighbours(checkpoints["digits-mn"], tmp_path, entries=[3, 500])
+    with pytest.raises(AnalysisError, match="k must be in"):
+        entries.entry_neighbours(checkpoints["digits-mn"], tmp_path, k=0)
+
+
+def _brute_knn_accuracy(memory, labels, queries, truth, k):
+    sim = F.normalize(queries, dim=1) @ F.normalize(memory, dim=1).T
+    correct = 0
+    for row, t in zip(sim.topk(k, dim=1).indices, truth):
+        counts = Counter(labels[row].tolist())
+        top = max(counts.values())
+        correct += min(c for c, n in counts.items() if n == top) == int(t)
+    return correct / len(truth)
+
+
+def test_induction_matches_brute_force_knn(checkpoints, tmp_path):
+    record = induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-vanilla"], tmp_path, k=7)
+    assert_png(tmp_path / "induction.png")
+    assert_png(tmp_path / "induction_retrievals.png")
+    fine = prepare(load_dataset("digits"), val_fraction=0.1)
+    _, data, mn_model, _ = load_trained(checkpoints["digits_coarse-mn"])
+    _, _, vanilla, _ = load_trained(checkpoints["digits_coarse-vanilla"])
+    head = mn_model.classifier.head
+    with torch.no_grad():
+        def attention(x):
+            z = mn_model.classifier.backbone(data.inputs(x))
+            return torch.softmax(head.gamma * F.normalize(z, dim=1) @ F.normalize(head.keys, dim=1).T, dim=1)
+        reps = {"mn": (attention(data.train.x), attention(data.test.x)),
+                "vanilla": (vanilla.net[0](data.inputs(data.train.x)), vanilla.net[0](data.inputs(data.test.x)))}
+    for name, (memory, queries) in reps.items():
+        for level, split in (("coarse", data), ("fine", fine)):
+            expected = _brute_knn_accuracy(memory, split.train.y, queries, split.test.y, 7)
+            assert record["accuracy"][name][level] == pytest.approx(expected, abs=1e-6), (name, level)
+    assert record["memory"] == len(data.train) and record["queries"] == 360
+
+
+def test_induction_needs_coarse_mn_and_vanilla(checkpoints, tmp_path):
+    with pytest.raises(AnalysisError, match="needs a coarse-labelled data set"):
+        induction.induction(checkpoints["digits-mn"], checkpoints["digits-vanilla"], tmp_path)
+    with pytest.raises(AnalysisError, match="expected 'vanilla'"):
+        induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-mn"], tmp_path)
+
+
+def test_toy_records_every_epoch_and_its_checkpoint_agrees(tmp_path):
+    record = toy.learnable_neighbours(tmp_path, epochs=2, num_entries=8)
+    assert_png(tmp_path / "toy.png")
+    with Image.open(tmp_path / "toy.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 3
+    assert record["shown_epochs"] == [0, 1, 2] and len(record["entry_positions"]) == 3
+    _, data, model, _ = load_trained(tmp_path / "toy-run" / "seed0" / "last.pt")
+    with torch.no_grad():
+        accuracy = (model(data.test.x)[0].argmax(1) == data.test.y).float().mean().item()
+        assert record["entry_positions"][-1] == model.net.keys.tolist()
+    assert record["test_accuracy_per_epoch"][-1] == pytest.approx(accuracy)
+    assert record["entry_positions"][0] != record["entry_positions"][-1]        # the entries moved
+
+
+def test_ablation_cells_are_the_training_runs(tmp_path):
+    record = ablation.sweep(tmp_path, dataset="spirals", entries=[4, 16], gammas=[2.0], seeds=[0, 1], epochs=1,
+                            max_steps_per_epoch=2)
+    assert_png(tmp_path / "ablation.png")
+    assert record["metric"] == "test_accuracy" and [c["num_entries"] for c in record["cells"]] == [4, 16]
+    direct = train(make_config(flags=dict(dataset="spirals", method="mn", num_entries=16, gamma=2.0, seeds=[0, 1],
+                                          epochs=1, max_steps_per_epoch=2, progress=False)), log=lambda _: None)
+    assert record["cells"][1]["values"] == [r["test_accuracy"] for r in direct["runs"]]
+    assert record["cells"][1]["mean"] == pytest.approx(direct["summary"]["mean"])
+
+
+def test_cli_analyze_writes_files_and_reports_errors(checkpoints, tmp_path, capsys):
+    assert main(["analyze", "cosine", "--checkpoint", str(checkpoints["digits-mn"]), "--out-dir", str(tmp_path)]) == 0
+    headline = json.loads(capsys.readouterr().out)
+    assert headline["share_above"] == json.loads((tmp_path / "cosine.json").read_text())["share_above"]
+    assert main(["analyze", "entries", "--checkpoint", str(checkpoints["digits-vanilla"]),
+                 "--out-dir", str(tmp_path)]) == 2
+    assert "holds a vanilla model" in capsys.readouterr().err
+    assert main(["analyze", "cosine", "--checkpoint", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path, checkpoints, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)
+    assert main(["analyze", "cosine", "--checkpoint", str(checkpoints["digits-mn"]), "--out-dir", str(tmp_path)]) == 2
+    assert 'pip install "mn[analysis]"' in capsys.readouterr().err
+
+
+def test_analyze_all_fast_writes_every_figure(tmp_path, capsys):
+    assert main(["analyze", "all", "--fast", "--out-dir", str(tmp_path)]) == 0
+    for name in ("toy", "cosine", "ablation", "entries", "induction", "induction_retrievals"):
+        assert_png(tmp_path / f"{name}.png")
+    assert (tmp_path / "toy.gif").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) >= {"toy", "cosine", "entries", "ablation", "induction"}
