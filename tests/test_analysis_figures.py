@@ -150,8 +150,10 @@ def test_toy_records_every_epoch_and_its_checkpoint_agrees(tmp_path):
 
 
 def test_ablation_cells_are_the_training_runs(tmp_path):
+    lines = []
     record = ablation.sweep(tmp_path, dataset="spirals", entries=[4, 16], gammas=[2.0], seeds=[0, 1], epochs=1,
-                            max_steps_per_epoch=2)
+                            max_steps_per_epoch=2, log=lines.append)
+    assert len(lines) == 2 and lines[1].startswith("  S = 16, gamma = 2: test_accuracy")
     assert_png(tmp_path / "ablation.png")
     assert record["metric"] == "test_accuracy" and [c["num_entries"] for c in record["cells"]] == [4, 16]
     direct = train(make_config(flags=dict(dataset="spirals", method="mn", num_entries=16, gamma=2.0, seeds=[0, 1],

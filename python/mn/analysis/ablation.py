@@ -4,6 +4,7 @@ and against gamma (one line per S), mean ± std over seeds. Default: digits, a g
 (S = 500, gamma = 5); the paper's is CIFAR-100 with ResNet-29 (S up to 10000, gamma 1..20)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..training import make_config, train
@@ -16,9 +17,12 @@ DEFAULT_GAMMAS = (1.0, 5.0, 25.0)
 
 
 def sweep(out_dir, *, dataset: str = "digits", entries=DEFAULT_ENTRIES, gammas=DEFAULT_GAMMAS, seeds=(0, 1),
-          epochs: int | None = None, max_steps_per_epoch: int | None = None, data_dir=None, device="auto") -> dict:
+          epochs: int | None = None, max_steps_per_epoch: int | None = None, data_dir=None, device="auto",
+          log=None) -> dict:
     """Writes OUT_DIR/ablation.png and ablation.json ({metric, cells: [{num_entries, gamma, values, mean,
-    std}]}); returns the JSON's record. Other settings are the data set's defaults (epochs overridable)."""
+    std}]}); returns the JSON's record. Other settings are the data set's defaults (epochs overridable).
+    log(text): called after each cell (default: stderr)."""
+    log = log or (lambda text: print(text, file=sys.stderr))
     if not entries or not gammas or not seeds:
         raise AnalysisError("entries, gammas and seeds must each hold at least one value")
     cells, metric = [], None
@@ -32,6 +36,8 @@ def sweep(out_dir, *, dataset: str = "digits", entries=DEFAULT_ENTRIES, gammas=D
             values = [r[metric] for r in result["runs"]]
             cells.append({"num_entries": int(S), "gamma": float(gamma), "values": values,
                           **dict(zip(("mean", "std"), mean_std(values)))})
+            log(f"  S = {S}, gamma = {gamma:g}: {metric} {cells[-1]['mean']:.4f} ± {cells[-1]['std']:.4f} "
+                f"({len(cells)}/{len(entries) * len(gammas)})")
     record = {"dataset": dataset, "metric": metric, "seeds": list(seeds), "epochs": epochs, "cells": cells}
     out_dir = Path(out_dir)
     save_json(record, out_dir / "ablation.json")

@@ -43,7 +43,7 @@ def all_figures(out_dir, *, seed: int = 0, fast: bool = False, device: str = "cp
     summary["entries"] = {"consistency": record["consistency"]}
     log("ablation: the S x gamma grid on digits")
     grid = dict(entries=(10, 50), gammas=(1.0, 5.0), seeds=(seed,), epochs=1, max_steps_per_epoch=2) if fast else {}
-    record = ablation.sweep(out_dir, dataset="digits", device=device, **grid)
+    record = ablation.sweep(out_dir, dataset="digits", device=device, log=log, **grid)
     summary["ablation"] = {"best": max(record["cells"], key=lambda c: c["mean"])}
     log("induction: training MN and vanilla on digits_coarse")
     mn_model, vanilla = (train_shipped(out_dir, "digits_coarse", m, seed=seed, fast=fast, device=device)
