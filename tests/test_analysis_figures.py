@@ -133,6 +133,8 @@ def test_induction_needs_coarse_mn_and_vanilla(checkpoints, tmp_path):
         induction.induction(checkpoints["digits-mn"], checkpoints["digits-vanilla"], tmp_path)
     with pytest.raises(AnalysisError, match="expected 'vanilla'"):
         induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-mn"], tmp_path)
+    with pytest.raises(AnalysisError, match=r"k must be an integer in \[1, 1293\]"):
+        induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-vanilla"], tmp_path, k=0)
 
 
 def test_toy_records_every_epoch_and_its_checkpoint_agrees(tmp_path):

@@ -23,7 +23,7 @@ def cosine_shift(checkpoint, out_dir, *, split: str = "test", data_dir=None, dev
     head = mn_layer(model, checkpoint)
     if not isinstance(head, MetaNeighborhoodsHead):
         raise AnalysisError(f"checkpoint {checkpoint} adapts a {type(head.net).__name__}, not a cosine classifier; "
-                         "the cosine analysis needs an MN image classifier (e.g. mn train --dataset digits)")
+                            "the cosine analysis needs an MN image classifier (e.g. mn train --dataset digits)")
     target = data.test if split == "test" else data.val
     if target is None:
         raise AnalysisError(f"{cfg.dataset} has no {split} split in this configuration")

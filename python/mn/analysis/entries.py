@@ -49,8 +49,13 @@ def entry_neighbours(checkpoint, out_dir, *, entries: list[int] | None = None, k
     features = embed(model, data, data.test.x, device=device)
     labels = data.test.y.to(device)
     classes = values.argmax(1)
-    agree = torch.cat([(labels[nearest_samples(layer, features, torch.arange(s, min(s + CHUNK, S), device=device), k)[1]]
-                        == classes[s:s + CHUNK, None]).float().mean(1) for s in range(0, S, CHUNK)])
+    # share of each entry's k nearest samples that carry its class, entries in chunks (memory O(CHUNK · N))
+    agree = []
+    for start in range(0, S, CHUNK):
+        chunk = torch.arange(start, min(start + CHUNK, S), device=device)
+        nearest = nearest_samples(layer, features, chunk, k)[1]
+        agree.append((labels[nearest] == classes[chunk, None]).float().mean(1))
+    agree = torch.cat(agree)
     sims, idx = nearest_samples(layer, features, torch.tensor(entries, device=device), k)
     rows = [{"entry": e, "class": int(classes[e]), "class_probability": values[e, classes[e]].item(),
              "neighbours": idx[r].tolist(), "neighbour_labels": labels[idx[r]].tolist(),

@@ -42,15 +42,15 @@ def _load_pair(checkpoint, baseline, data_dir, device):
             raise AnalysisError(f"checkpoint {path} holds method {cfg.method!r}; expected {method!r} here")
         if cfg.dataset not in FINE_OF:
             raise AnalysisError(f"checkpoint {path} was trained on {cfg.dataset!r}; the induction analysis needs a "
-                             f"coarse-labelled data set: {', '.join(FINE_OF)}")
+                                f"coarse-labelled data set: {', '.join(FINE_OF)}")
     if not isinstance(mn_layer(mn[2], checkpoint), MetaNeighborhoodsHead):
         raise AnalysisError(f"checkpoint {checkpoint} is not an MN image classifier")
     cfg, data = mn[0], mn[1]
     if vanilla[0].dataset != cfg.dataset or vanilla[0].split_seed != cfg.split_seed \
             or vanilla[0].val_fraction != cfg.val_fraction:
         raise AnalysisError(f"{checkpoint} and {baseline} were trained on different data or splits "
-                         f"({cfg.dataset}, split_seed {cfg.split_seed} vs {vanilla[0].dataset}, "
-                         f"split_seed {vanilla[0].split_seed})")
+                            f"({cfg.dataset}, split_seed {cfg.split_seed} vs {vanilla[0].dataset}, "
+                            f"split_seed {vanilla[0].split_seed})")
     fine = prepare(load_dataset(FINE_OF[cfg.dataset], cfg.data_dir), val_fraction=cfg.val_fraction,
                    split_seed=cfg.split_seed)
     if not (torch.equal(fine.train.x, data.train.x) and torch.equal(fine.test.x, data.test.x)):
@@ -64,6 +64,8 @@ def induction(checkpoint, baseline, out_dir, *, k: int = 10, data_dir=None, devi
     the vanilla model (`baseline`), both trained on the same coarse data set. Writes OUT_DIR/induction.png,
     induction_retrievals.png (image data) and induction.json; returns the JSON's record."""
     cfg, coarse, fine, mn_model, vanilla_model = _load_pair(checkpoint, baseline, data_dir, device)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(coarse.train):
+        raise AnalysisError(f"k must be an integer in [1, {len(coarse.train)}] (the training split's size), got {k!r}")
     record = {"checkpoint": str(checkpoint), "baseline": str(baseline), "dataset": cfg.dataset,
               "fine_dataset": FINE_OF[cfg.dataset], "k": k, "memory": len(coarse.train), "queries": len(coarse.test),
               "accuracy": {}, "neighbours": {}}
@@ -71,9 +73,10 @@ def induction(checkpoint, baseline, out_dir, *, k: int = 10, data_dir=None, devi
     for name, model in (("mn", mn_model), ("vanilla", vanilla_model)):
         memory = representations(model, coarse, coarse.train.x, device=device)
         queries = representations(model, coarse, coarse.test.x, device=device)
-        record["accuracy"][name] = {
-            level: (knn_predict(memory, split.train.y.to(device), queries, k).cpu() == split.test.y).float().mean().item()
-            for level, split in (("coarse", coarse), ("fine", fine))}
+        record["accuracy"][name] = {}
+        for level, split in (("coarse", coarse), ("fine", fine)):
+            predicted = knn_predict(memory, split.train.y.to(device), queries, k).cpu()
+            record["accuracy"][name][level] = (predicted == split.test.y).float().mean().item()
         record["neighbours"][name] = knn_neighbours(memory, queries[shown.to(device)], min(5, k)).cpu().tolist()
     record["shown_queries"] = shown.tolist()
     out_dir = Path(out_dir)

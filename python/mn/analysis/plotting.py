@@ -21,7 +21,8 @@ def new_figure(width: float, height: float):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise MissingPlotting(f"mn analyze draws its figures with matplotlib, which is not installed: {HOW_TO_INSTALL}") from e
+        raise MissingPlotting(f"mn analyze draws its figures with matplotlib, which is not installed: "
+                              f"{HOW_TO_INSTALL}") from e
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig

@@ -23,7 +23,7 @@ def mn_layer(model, checkpoint) -> MetaNeighborhoodsHead | MetaNeighborhoods:
     if isinstance(model, MNTabular):
         return model.net
     raise AnalysisError(f"checkpoint {checkpoint} holds a vanilla model; this analysis needs a Meta-Neighborhoods "
-                     "model (method 'mn')")
+                        "model (method 'mn')")
 
 
 @torch.no_grad()
