@@ -48,28 +48,52 @@ def test_attention_vectors_are_the_softmax_rows():
     torch.testing.assert_close(attention_vectors(z, keys, gamma=3.0), expected, rtol=1e-12, atol=1e-14)
 
 
-def test_target_cosines_use_the_adapted_weights():
+def _literal_adapted_weight(head, zi, steps):
+    """Paper-literal per-query fine-tuning: `steps` gradient steps of the weighted inner loss, by autograd."""
+    cos = torch.nn.functional.cosine_similarity
+    w = torch.softmax(head.gamma * cos(zi[None], head.keys, dim=1), dim=0).detach()          # S
+    phi = head.weight.detach().clone().requires_grad_(True)
+    values, tau, alpha = head.values.detach(), head.tau.detach(), head.inner_lr.abs().detach()
+    for _ in range(steps):
+        logits = tau * cos(head.keys.detach()[:, None], phi[None], dim=2)                    # S x C
+        loss = (w * -(values * torch.log_softmax(logits, dim=1)).sum(1)).sum()
+        (g,) = torch.autograd.grad(loss, phi)
+        phi = (phi - alpha * g).detach().requires_grad_(True)
+    return phi.detach()
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_target_cosines_equal_a_literal_per_query_loop(steps):
     torch.manual_seed(0)
-    head = mn.MetaNeighborhoodsHead(6, 3, num_entries=20, inner_steps=2).double().eval()
+    head = mn.MetaNeighborhoodsHead(6, 3, num_entries=20, inner_steps=steps, inner_lr="feature",
+                                    inner_lr_init=0.5, entry_dropout=0.5).double()
     z, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 2, 1, 2])
-    logits = head(z).detach()
-    before, after = target_cosines(head, z, y)
-    # adapted logits are tau * cos(z, phi_y): the "after" cosine is the target's logit over tau
-    torch.testing.assert_close(after, logits[torch.arange(4), y] / head.tau.detach(), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(before, (head.unadapted_logits(z)[torch.arange(4), y] / head.tau).detach())
+    cos = torch.nn.functional.cosine_similarity
+    expected_after = torch.stack([cos(z[i], _literal_adapted_weight(head, z[i], steps)[y[i]], dim=0) for i in range(4)])
+    expected_before = cos(z, head.weight[y].detach(), dim=1)
+    for mode in (head.train, head.eval):     # entry dropout never applies: the same numbers in both modes
+        mode()
+        before, after = target_cosines(head, z, y)
+        torch.testing.assert_close(after, expected_after, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(before, expected_before, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(before, after)
     with pytest.raises(ValueError, match=r"target must have shape \(4,\)"):
         target_cosines(head, z, y[:3])
+    with pytest.raises(ValueError, match=r"target must hold class indices in \[0, 3\), got values in \[0, 3\]"):
+        target_cosines(head, z, torch.tensor([0, 3, 1, 2]))
 
 
 @pytest.mark.parametrize("chunk", [2, 100])
-def test_knn_predict_majority_with_ties_to_the_smaller_label(chunk):
+def test_knn_predict_majority_with_ties_to_the_nearest(chunk):
     memory = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, 0.0]])
     labels = torch.tensor([3, 3, 1, 1, 0])
     queries = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.72, 0.7]])
     assert knn_neighbours(memory, queries, 2, chunk_size=chunk)[0].tolist() == [0, 1]
-    # the third query's 4 nearest hold labels 3, 3, 1, 1: a tie, broken towards label 1
+    # the third query's 4 nearest hold labels 3, 1, 3, 1 (nearest first): a tie, broken towards the nearest, 3;
+    # the first query's 3 nearest hold 3, 3, 1: the majority, 3; the second's 3, 1, 1 -> 1 (majority over rank)
     assert knn_predict(memory, labels, queries, 1, chunk_size=chunk).tolist() == [3, 1, 3]
-    assert knn_predict(memory, labels, queries, 4, chunk_size=chunk).tolist()[2] == 1
+    assert knn_predict(memory, labels, queries, 4, chunk_size=chunk).tolist()[2] == 3
+    assert knn_predict(memory, labels, queries[:2], 3, chunk_size=chunk).tolist() == [3, 1]
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\]"):
         knn_predict(memory, labels, queries, 6)
     with pytest.raises(ValueError, match="labels must have shape"):

@@ -13,7 +13,7 @@ import mn
 from mn.analysis import ablation, cosine, entries, induction, toy
 from mn.analysis.trained import AnalysisError
 from mn.cli import main
-from mn.data import load_dataset, prepare
+from mn.data import DIGIT_GROUPS, load_dataset, prepare
 from mn.training import load_trained, make_config, train
 
 TINY = dict(epochs=1, lr_milestones=[], max_steps_per_epoch=2, progress=False)
@@ -42,7 +42,9 @@ def assert_png(path, min_size=(100, 100)):
 def test_digits_coarse_is_digits_grouped_in_pairs():
     fine, coarse = load_dataset("digits"), load_dataset("digits_coarse")
     assert torch.equal(fine.train.x, coarse.train.x) and torch.equal(fine.test.x, coarse.test.x)
-    assert torch.equal(coarse.train.y, fine.train.y // 2) and coarse.num_outputs == 5
+    assert DIGIT_GROUPS == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9)) and coarse.num_outputs == 5
+    for split_fine, split_coarse in ((fine.train, coarse.train), (fine.test, coarse.test)):
+        assert all(digit in DIGIT_GROUPS[group] for digit, group in zip(split_fine.y.tolist(), split_coarse.y.tolist()))
 
 
 def test_cosine_matches_the_autograd_inner_step(checkpoints, tmp_path):
@@ -65,9 +67,11 @@ def test_cosine_matches_the_autograd_inner_step(checkpoints, tmp_path):
     assert record["share_above"] == pytest.approx((after > before).float().mean().item(), abs=2 / len(y))
 
 
-def test_cosine_refuses_a_vanilla_checkpoint(checkpoints, tmp_path):
+def test_cosine_refuses_a_vanilla_checkpoint_and_unknown_splits(checkpoints, tmp_path):
     with pytest.raises(AnalysisError, match="holds a vanilla model"):
         cosine.cosine_shift(checkpoints["digits-vanilla"], tmp_path)
+    with pytest.raises(AnalysisError, match="split must be 'test' or 'val', got 'train'"):
+        cosine.cosine_shift(checkpoints["digits-mn"], tmp_path, split="train")
 
 
 def test_entries_match_a_full_similarity_matrix(checkpoints, tmp_path):
@@ -79,15 +83,34 @@ def test_entries_match_a_full_similarity_matrix(checkpoints, tmp_path):
         z = model.classifier.backbone(data.inputs(data.test.x))
         sim = F.normalize(head.keys, dim=1) @ F.normalize(z, dim=1).T                       # S x N_test
         classes = head.values.argmax(1)
-    nearest = sim.topk(5, dim=1).indices
+    top = sim.topk(5, dim=1)
+    nearest = top.indices
     share = (data.test.y[nearest] == classes[:, None]).float().mean(1)
     assert record["consistency"] == pytest.approx(share.mean().item(), abs=1e-6)
-    assert [r["entry"] for r in record["entries"]] == [int(head.values[:, c].argmax()) for c in range(10)]
+    values = head.values.detach()
+    expected = [max((j for j in range(len(values)) if classes[j] == c), key=lambda j: values[j, c].item())
+                for c in range(10) if (classes == c).any()]
+    assert [r["entry"] for r in record["entries"]] == expected
     for row in record["entries"]:
         e = row["entry"]
         assert row["neighbours"] == nearest[e].tolist() and row["class"] == int(classes[e])
+        torch.testing.assert_close(torch.tensor(row["attention_logits"]), head.gamma * top.values[e])
         assert row["neighbour_labels"] == data.test.y[nearest[e]].tolist()
         assert row["share_of_class"] == pytest.approx(share[e].item())
+
+
+def test_entries_of_the_generic_layer_use_its_euclidean_attention(tmp_path):
+    checkpoint = _train(tmp_path / "spirals", "spirals", "mn")
+    record = entries.entry_neighbours(checkpoint, tmp_path, entries=[0, 5], k=4)
+    assert_png(tmp_path / "entries.png")
+    _, data, model, _ = load_trained(checkpoint)
+    with torch.no_grad():
+        distance = torch.cdist(model.net.keys[[0, 5]].double(), data.test.x.double())              # 2 x N
+    nearest = distance.topk(4, dim=1, largest=False)
+    for r, row in enumerate(record["entries"]):
+        assert row["neighbours"] == nearest.indices[r].tolist()
+        torch.testing.assert_close(torch.tensor(row["attention_logits"], dtype=torch.float64),
+                                   -model.net.gamma * nearest.values[r], rtol=1e-5, atol=1e-5)
 
 
 def test_entries_argument_errors(checkpoints, tmp_path):
@@ -101,9 +124,10 @@ def _brute_knn_accuracy(memory, labels, queries, truth, k):
     sim = F.normalize(queries, dim=1) @ F.normalize(memory, dim=1).T
     correct = 0
     for row, t in zip(sim.topk(k, dim=1).indices, truth):
-        counts = Counter(labels[row].tolist())
+        votes = labels[row].tolist()                     # nearest first
+        counts = Counter(votes)
         top = max(counts.values())
-        correct += min(c for c, n in counts.items() if n == top) == int(t)
+        correct += next(v for v in votes if counts[v] == top) == int(t)     # a tie goes to the nearest
     return correct / len(truth)
 
 
@@ -156,6 +180,7 @@ def test_ablation_cells_are_the_training_runs(tmp_path):
     record = ablation.sweep(tmp_path, dataset="spirals", entries=[4, 16], gammas=[2.0], seeds=[0, 1], epochs=1,
                             max_steps_per_epoch=2, log=lines.append)
     assert len(lines) == 2 and lines[1].startswith("  S = 16, gamma = 2: test_accuracy")
+    assert record["epochs"] == 1 and json.loads((tmp_path / "ablation.json").read_text()) == record
     assert_png(tmp_path / "ablation.png")
     assert record["metric"] == "test_accuracy" and [c["num_entries"] for c in record["cells"]] == [4, 16]
     direct = train(make_config(flags=dict(dataset="spirals", method="mn", num_entries=16, gamma=2.0, seeds=[0, 1],
@@ -188,3 +213,21 @@ def test_analyze_all_fast_writes_every_figure(tmp_path, capsys):
     assert (tmp_path / "toy.gif").exists()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) >= {"toy", "cosine", "entries", "ablation", "induction"}
+
+
+@pytest.mark.gpu
+def test_figures_on_cuda_agree_with_cpu(checkpoints, tmp_path):
+    """The analyses move models, features and labels to the device they are given."""
+    cpu = cosine.cosine_shift(checkpoints["digits-mn"], tmp_path / "cpu")
+    gpu = cosine.cosine_shift(checkpoints["digits-mn"], tmp_path / "gpu", device="cuda")
+    torch.testing.assert_close(torch.tensor(gpu["after"]), torch.tensor(cpu["after"]), rtol=1e-3, atol=1e-3)
+    cpu = entries.entry_neighbours(checkpoints["digits-mn"], tmp_path / "cpu")
+    gpu = entries.entry_neighbours(checkpoints["digits-mn"], tmp_path / "gpu", device="cuda")
+    assert gpu["consistency"] == pytest.approx(cpu["consistency"], abs=0.01)
+    pair = checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-vanilla"]
+    cpu = induction.induction(*pair, tmp_path / "cpu")["accuracy"]
+    gpu = induction.induction(*pair, tmp_path / "gpu", device="cuda")["accuracy"]
+    for name in ("mn", "vanilla"):
+        for level in ("coarse", "fine"):
+            assert gpu[name][level] == pytest.approx(cpu[name][level], abs=0.01)
+    assert_png(tmp_path / "gpu" / "induction_retrievals.png")

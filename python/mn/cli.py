@@ -106,7 +106,7 @@ def _add_analyze(sub) -> None:
             "coarse labels", checkpoint=True)
     p.add_argument("--baseline", required=True, help="checkpoint of the vanilla model trained on the same data")
     p.add_argument("-k", type=int, default=10, help="neighbours of the kNN classifier (default: 10)")
-    p = add("all", "every figure on shipped data, training the models they need (a few minutes on CPU)")
+    p = add("all", "every figure on shipped data, training the ~30 small models they need (10-25 min on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", action="store_true", help="tiny training runs: a smoke test, not a result")
 
@@ -115,6 +115,8 @@ def _analyze(args) -> None:
     import torch
 
     from .analysis import ablation, cosine, entries, induction, shipped, toy
+    from .analysis.plotting import require_matplotlib
+    require_matplotlib()
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

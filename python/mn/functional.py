@@ -1,4 +1,5 @@
-"""Functional API: `inner_gradient` and `adapted_logits` (DESIGN §3-4). Checks arguments, then dispatches."""
+"""Functional API: `inner_gradient`, `adapted_weights`, `adapted_logits` (DESIGN §3-4). Checks arguments, then
+dispatches."""
 from __future__ import annotations
 
 import torch

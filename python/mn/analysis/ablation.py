@@ -4,12 +4,12 @@ and against gamma (one line per S), mean ± std over seeds. Default: digits, a g
 (S = 500, gamma = 5); the paper's is CIFAR-100 with ResNet-29 (S up to 10000, gamma 1..20)."""
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
 from ..training import make_config, train
-from ..training.run import mean_std
-from .plotting import new_figure, save_json, save_png
+from .plotting import new_figure, require_matplotlib, save_json, save_png
 from .trained import AnalysisError
 
 DEFAULT_ENTRIES = (10, 50, 200, 500)
@@ -19,28 +19,31 @@ DEFAULT_GAMMAS = (1.0, 5.0, 25.0)
 def sweep(out_dir, *, dataset: str = "digits", entries=DEFAULT_ENTRIES, gammas=DEFAULT_GAMMAS, seeds=(0, 1),
           epochs: int | None = None, max_steps_per_epoch: int | None = None, data_dir=None, device="auto",
           log=None) -> dict:
-    """Writes OUT_DIR/ablation.png and ablation.json ({metric, cells: [{num_entries, gamma, values, mean,
-    std}]}); returns the JSON's record. Other settings are the data set's defaults (epochs overridable).
-    log(text): called after each cell (default: stderr)."""
+    """Writes OUT_DIR/ablation.png and ablation.json ({metric, epochs, cells: [{num_entries, gamma, values (one
+    per seed; the mean over folds for cross-validated sets), mean, std}]}); returns the JSON's record. Other
+    settings are the data set's defaults (epochs overridable). The JSON is rewritten after every cell, so an
+    interrupted sweep keeps the cells it finished. log(text): called after each cell (default: stderr)."""
+    require_matplotlib()
     log = log or (lambda text: print(text, file=sys.stderr))
     if not entries or not gammas or not seeds:
         raise AnalysisError("entries, gammas and seeds must each hold at least one value")
-    cells, metric = [], None
+    out_dir = Path(out_dir)
+    record = {"dataset": dataset, "metric": None, "seeds": list(seeds), "epochs": None, "cells": []}
     for S in entries:
         for gamma in gammas:
             flags = dict(dataset=dataset, method="mn", num_entries=int(S), gamma=float(gamma), seeds=list(seeds),
                          epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, data_dir=data_dir, device=device,
                          progress=False)
-            result = train(make_config(flags={k: v for k, v in flags.items() if v is not None}), log=lambda _: None)
-            metric = result["summary"]["metric"]
-            values = [r[metric] for r in result["runs"]]
-            cells.append({"num_entries": int(S), "gamma": float(gamma), "values": values,
-                          **dict(zip(("mean", "std"), mean_std(values)))})
-            log(f"  S = {S}, gamma = {gamma:g}: {metric} {cells[-1]['mean']:.4f} ± {cells[-1]['std']:.4f} "
-                f"({len(cells)}/{len(entries) * len(gammas)})")
-    record = {"dataset": dataset, "metric": metric, "seeds": list(seeds), "epochs": epochs, "cells": cells}
-    out_dir = Path(out_dir)
-    save_json(record, out_dir / "ablation.json")
+            cfg = make_config(flags={k: v for k, v in flags.items() if v is not None})
+            result = train(cfg, log=lambda _: None)
+            metric = record["metric"] = result["summary"]["metric"]
+            record["epochs"] = cfg.epochs
+            values = [statistics.fmean(r[metric] for r in result["runs"] if r["seed"] == s) for s in cfg.seeds]
+            record["cells"].append({"num_entries": int(S), "gamma": float(gamma), "values": values,
+                                    "mean": result["summary"]["mean"], "std": result["summary"]["std"]})
+            save_json(record, out_dir / "ablation.json")
+            log(f"  S = {S}, gamma = {gamma:g}: {metric} {result['summary']['mean']:.4f} ± "
+                f"{result['summary']['std']:.4f} ({len(record['cells'])}/{len(entries) * len(gammas)})")
     _plot(record, out_dir / "ablation.png")
     return record
 

@@ -24,6 +24,8 @@ def cosine_shift(checkpoint, out_dir, *, split: str = "test", data_dir=None, dev
     if not isinstance(head, MetaNeighborhoodsHead):
         raise AnalysisError(f"checkpoint {checkpoint} adapts a {type(head.net).__name__}, not a cosine classifier; "
                             "the cosine analysis needs an MN image classifier (e.g. mn train --dataset digits)")
+    if split not in ("test", "val"):
+        raise AnalysisError(f"split must be 'test' or 'val', got {split!r}")
     target = data.test if split == "test" else data.val
     if target is None:
         raise AnalysisError(f"{cfg.dataset} has no {split} split in this configuration")

@@ -9,22 +9,30 @@ from pathlib import Path
 import torch
 
 from ..training import load_trained
+from .interpret import entry_classes
 from .plotting import new_figure, save_json, save_png, show_image
 from .trained import AnalysisError, embed, mn_layer, similarity
 
 MAX_SHOWN = 12    # entries in the figure (the paper shows 12)
+MAX_NEIGHBOURS_SHOWN = 10   # neighbours per entry in the figure (the JSON holds all k)
 CHUNK = 1024      # entries per chunk of the all-entries consistency: memory O(CHUNK · N_test)
 
 
 def default_entries(values: torch.Tensor, limit: int = MAX_SHOWN) -> list[int]:
-    """The most confident entry of each class (by its value probability), for the first `limit` classes."""
-    return [int(values[:, c].argmax()) for c in range(min(values.shape[1], limit))]
+    """For each of the first `limit` classes that is some entry's most likely class, the entry most confident
+    in it (highest value probability among the entries whose argmax it is)."""
+    classes, chosen = values.argmax(1), []
+    for c in range(values.shape[1]):
+        members = (classes == c).nonzero().flatten()
+        if len(members) and len(chosen) < limit:
+            chosen.append(int(members[values[members, c].argmax()]))
+    return chosen
 
 
 @torch.no_grad()
 def nearest_samples(layer, features: torch.Tensor, entries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(similarities (E, k), indices (E, k)) of the k samples (rows of features (N, n)) most similar to each
-    entry's key, most similar first."""
+    """(attention logits (E, k), indices (E, k)) of the k samples (rows of features (N, n)) most similar to each
+    entry's key, most similar first; the logits are the attention's (gamma cos, or -gamma distance)."""
     return similarity(layer, features, entries).T.topk(k, dim=1)
 
 
@@ -32,13 +40,13 @@ def nearest_samples(layer, features: torch.Tensor, entries: torch.Tensor, k: int
 def entry_neighbours(checkpoint, out_dir, *, entries: list[int] | None = None, k: int = 5, data_dir=None,
                      device="cpu") -> dict:
     """Writes OUT_DIR/entries.png and entries.json; returns the JSON's record: for each chosen entry its class,
-    class probability, neighbours (test indices), their labels, similarities and the share of its class; and
+    class probability, neighbours (test indices), their labels, attention logits and the share of its class; and
     `consistency`, that share averaged over all S entries."""
     cfg, data, model, _ = load_trained(checkpoint, data_dir=data_dir, device=device)
     layer = mn_layer(model, checkpoint)
     if data.data.task != "classification":
         raise AnalysisError(f"checkpoint {checkpoint} is a regression model; entry classes need a classifier")
-    values = layer.values
+    values, classes = entry_classes(layer)
     S = values.shape[0]
     entries = default_entries(values) if entries is None else entries
     bad = [e for e in entries if not 0 <= e < S]
@@ -48,7 +56,6 @@ def entry_neighbours(checkpoint, out_dir, *, entries: list[int] | None = None, k
         raise AnalysisError(f"k must be in [1, {len(data.test)}] (the test split's size), got {k}")
     features = embed(model, data, data.test.x, device=device)
     labels = data.test.y.to(device)
-    classes = values.argmax(1)
     # share of each entry's k nearest samples that carry its class, entries in chunks (memory O(CHUNK · N))
     agree = []
     for start in range(0, S, CHUNK):
@@ -59,7 +66,7 @@ def entry_neighbours(checkpoint, out_dir, *, entries: list[int] | None = None, k
     sims, idx = nearest_samples(layer, features, torch.tensor(entries, device=device), k)
     rows = [{"entry": e, "class": int(classes[e]), "class_probability": values[e, classes[e]].item(),
              "neighbours": idx[r].tolist(), "neighbour_labels": labels[idx[r]].tolist(),
-             "similarities": sims[r].tolist(), "share_of_class": agree[e].item()} for r, e in enumerate(entries)]
+             "attention_logits": sims[r].tolist(), "share_of_class": agree[e].item()} for r, e in enumerate(entries)]
     record = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "k": k, "num_entries": S,
               "consistency": agree.mean().item(), "entries": rows}
     out_dir = Path(out_dir)
@@ -69,7 +76,7 @@ def entry_neighbours(checkpoint, out_dir, *, entries: list[int] | None = None, k
 
 
 def _plot(record: dict, data, path: Path) -> None:
-    rows, k = record["entries"][:MAX_SHOWN], record["k"]
+    rows, k = record["entries"][:MAX_SHOWN], min(record["k"], MAX_NEIGHBOURS_SHOWN)
     names = data.data.class_names
     fig = new_figure(1.0 + 1.1 * k, 1.15 * len(rows) + 0.5)
     grid = fig.add_gridspec(len(rows), k + 1, width_ratios=[2.2] + [1] * k)
@@ -79,7 +86,7 @@ def _plot(record: dict, data, path: Path) -> None:
         name = names[row["class"]] if names else str(row["class"])
         label.text(0.0, 0.5, f"entry {row['entry']}\nclass {name} ({row['class_probability']:.2f})",
                    va="center", fontsize=9)
-        for c, (i, y) in enumerate(zip(row["neighbours"], row["neighbour_labels"])):
+        for c, (i, y) in enumerate(zip(row["neighbours"][:k], row["neighbour_labels"][:k])):
             ax = fig.add_subplot(grid[r, c + 1])
             edge = "tab:green" if y == row["class"] else "tab:red"
             if data.data.kind == "image":

@@ -4,7 +4,7 @@ attention_topk    the k entries each query attends to most, with their attention
                   chunk over the dictionary: memory O(B·(k + chunk)), never a B x S matrix
 attention_vectors the full attention rows (B, S) (Fig. 6 compares queries by them)
 entry_classes     each entry's label distribution (softmax of its value logits) and its most likely class
-inner_step_size   how far the inner step moves each query's classifier: ||phi_i - W|| / ||W||
+inner_step_size   how far the first inner step moves each query's classifier: ||alpha grad_i|| / ||W||
 target_cosines    cos(z_i, w_{y_i}) before and after the inner step(s) (Fig. 3)
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import check_positive
-from ..functional import inner_gradient
+from ..functional import adapted_weights, inner_gradient
 from ..reference._common import normalize
 
 CHUNK = 8192   # entries per chunk of attention_topk
@@ -56,7 +56,8 @@ def attention_vectors(z: torch.Tensor, keys: torch.Tensor, *, gamma: float) -> t
 
 @torch.no_grad()
 def entry_classes(head) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values (S, C), classes (S,)): each entry's label distribution and its argmax class."""
+    """(values (S, C), classes (S,)): each entry's label distribution and its argmax class, for a
+    MetaNeighborhoodsHead or a classifying (soft-label CE) MetaNeighborhoods layer."""
     values = head.values
     return values, values.argmax(dim=1)
 
@@ -73,11 +74,17 @@ def inner_step_size(head, z: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def target_cosines(head, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(before, after), each (B,): cos(z_i, w_{y_i}) of the shared classifier W and cos(z_i, phi_{i,y_i}) of the
-    query's fine-tuned one (head.inner_steps steps, no dropout: call it in eval mode). target (B,) class indices."""
+    query's fine-tuned one (head.inner_steps steps, never entry dropout: as at test time, in either mode).
+    z (B, n) features, target (B,) class indices."""
+    C = head.weight.shape[0]
     if target.shape != z.shape[:1]:
         raise ValueError(f"target must have shape ({z.shape[0]},) to match z, got {tuple(target.shape)}")
+    if len(target) and not (0 <= int(target.min()) and int(target.max()) < C):
+        raise ValueError(f"target must hold class indices in [0, {C}), got values in "
+                         f"[{int(target.min())}, {int(target.max())}]")
     zh = normalize(z)
     before = (zh * normalize(head.weight)[target]).sum(1)
-    phi = head.adapted_weights(z)                                                   # B x C x n
-    after = (zh * normalize(phi[torch.arange(len(target)), target])).sum(1)
+    phi = adapted_weights(z, head.keys, head.values, head.weight, head.tau, head.inner_lr.abs(), gamma=head.gamma,
+                          inner_steps=head.inner_steps, backend=head.backend)                   # B x C x n
+    after = (zh * normalize(phi[torch.arange(len(target), device=z.device), target])).sum(1)
     return before, after

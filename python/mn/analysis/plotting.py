@@ -3,6 +3,7 @@ GIF writing, the JSON next to each figure, and images of a data set's stored inp
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,21 @@ class MissingPlotting(ImportError):
     """matplotlib is not installed (the message says how to install it)."""
 
 
-def new_figure(width: float, height: float):
-    """A matplotlib Figure of width x height inches, drawn by the Agg canvas; ImportError says how to install."""
+def require_matplotlib():
+    """(Figure, FigureCanvasAgg) of matplotlib; MissingPlotting says how to install it. Analyses that train call
+    this first, so a missing matplotlib stops them before the training, not after."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
         raise MissingPlotting(f"mn analyze draws its figures with matplotlib, which is not installed: "
                               f"{HOW_TO_INSTALL}") from e
+    return Figure, FigureCanvasAgg
+
+
+def new_figure(width: float, height: float):
+    """A matplotlib Figure of width x height inches, drawn by the Agg canvas (no pyplot, no display)."""
+    Figure, FigureCanvasAgg = require_matplotlib()
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -49,6 +57,13 @@ def save_gif(frames: list[np.ndarray], path: Path, seconds_per_frame: float = 0.
     durations = [int(seconds_per_frame * 1000)] * (len(images) - 1) + [1000]
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path
+
+
+def fresh_dir(path: Path) -> Path:
+    """`path` emptied (the analysis' own earlier training output: a rerun replaces it rather than appending)."""
+    if path.exists():
+        shutil.rmtree(path)
     return path
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from ..training import make_config, train
 from . import ablation, cosine, entries, induction, toy
-from .plotting import save_json
+from .plotting import fresh_dir, require_matplotlib, save_json
 
 
 def train_shipped(out_dir: Path, dataset: str, method: str, *, seed: int, fast: bool, device: str) -> Path:
-    """Trains `method` on a shipped data set with its default settings; returns the best model's checkpoint."""
-    run_dir = out_dir / "models" / f"{dataset}-{method}"
+    """Trains `method` on a shipped data set with its default settings into OUT_DIR/models/<dataset>-<method>
+    (replacing an earlier run there); returns the best model's checkpoint."""
+    run_dir = fresh_dir(out_dir / "models" / f"{dataset}-{method}")
     flags = dict(dataset=dataset, method=method, seeds=[seed], out_dir=str(run_dir), device=device, progress=False)
     if fast:
         flags.update(epochs=1, lr_milestones=[], max_steps_per_epoch=2)
@@ -29,6 +30,7 @@ def train_shipped(out_dir: Path, dataset: str, method: str, *, seed: int, fast: 
 
 def all_figures(out_dir, *, seed: int = 0, fast: bool = False, device: str = "cpu", log=None) -> dict:
     """Every analysis into OUT_DIR; returns {analysis: its record's headline numbers} (also OUT_DIR/summary.json)."""
+    require_matplotlib()
     log = log or (lambda text: print(text, file=sys.stderr))
     out_dir = Path(out_dir)
     summary = {}

@@ -12,7 +12,8 @@ import torch
 from ..data import load_dataset, prepare
 from ..training import Run, make_config
 from ..training.distributed import setup
-from .plotting import new_figure, rgb_frame, save_gif, save_json, save_png
+from .interpret import entry_classes
+from .plotting import fresh_dir, new_figure, require_matplotlib, rgb_frame, save_gif, save_json, save_png
 
 PREDICTION_COLORS = ("tab:blue", "gold")        # test points by predicted class, as in the paper
 ENTRY_COLORS = ("tab:green", "tab:red")          # entries by the class of their value
@@ -29,15 +30,18 @@ def snapshot(run: Run) -> dict:
     predicted = model(data.test.x.to(run.ctx.device))[0].argmax(1).cpu()
     model.train(was_training)
     return {"epoch": run.epoch, "keys": layer.keys.detach().cpu().clone(),
-            "entry_classes": layer.values.argmax(1).cpu(), "predicted": predicted,
+            "entry_classes": entry_classes(layer)[1].cpu(), "predicted": predicted,
             "accuracy": (predicted == data.test.y).float().mean().item()}
 
 
 def learnable_neighbours(out_dir, *, epochs: int = 60, seed: int = 0, num_entries: int = 64, gamma: float = 10.0,
                          device: str = "cpu") -> dict:
     """Trains the toy, writing OUT_DIR/toy.png, toy.gif, toy.json (per-epoch test accuracy and entry positions)
-    and the run's checkpoints under OUT_DIR/toy-run (usable by `mn eval`); returns the JSON's record."""
+    and the run's checkpoints under OUT_DIR/toy-run (usable by `mn eval`; replaced by a rerun); returns the
+    JSON's record."""
+    require_matplotlib()
     out_dir = Path(out_dir)
+    fresh_dir(out_dir / "toy-run")
     cfg = make_config(flags=dict(dataset="spirals", method="mn", epochs=epochs, num_entries=num_entries, gamma=gamma,
                                  seeds=[seed], device=device, progress=False, out_dir=str(out_dir / "toy-run")))
     data = prepare(load_dataset("spirals"), val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)

@@ -1,8 +1,9 @@
 """Data sets of mn.
 
 Shipped and always available: sklearn digits (classification; "digits_coarse": 5 groups of two digits),
-sklearn diabetes (regression), the two-spirals toy (generated). From local files in their standard formats (nothing is downloaded): CIFAR-10, CIFAR-100
-(fine or coarse labels), CINIC-10, Tiny-ImageNet (32x32), the paper's UCI regression sets, any numeric CSV.
+sklearn diabetes (regression), the two-spirals toy (generated). From local files in their standard formats
+(nothing is downloaded): CIFAR-10, CIFAR-100 (fine or coarse labels), CINIC-10, Tiny-ImageNet (32x32), the
+paper's UCI regression sets, any numeric CSV.
 
 `load_dataset(name, data_dir)` -> TaskData; `prepare(data, ...)` -> normalised Prepared splits.
 """
@@ -51,7 +52,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
     return loaders[name]()
 
 
-__all__ = ["DATASETS", "SHIPPED", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS", "DataFormatError", "Split", "TaskData", "Prepared", "prepare",
+__all__ = ["DATASETS", "SHIPPED", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS", "DataFormatError", "Split", "TaskData",
+           "Prepared", "prepare",
            "kfold_split", "load_dataset", "default_data_dir", "make_spirals", "load_digits", "load_diabetes",
            "load_spirals", "load_cifar10", "load_cifar100", "load_cinic10", "load_tiny_imagenet", "load_uci",
            "load_csv", "UCI_SETS"]

@@ -55,6 +55,11 @@ def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print) -> dict:
     return {"runs": runs, "summary": summary}
 
 
+def stored_fold(state: dict) -> int | None:
+    """The cross-validation fold of a checkpoint's state (-1 there means none)."""
+    return None if state["fold"] == -1 else state["fold"]
+
+
 def load_trained(path: str | Path, *, data_dir: str | None = None, device: str = "cpu"):
     """A saved model with its data: (cfg, prepared splits, model in eval mode on `device`, checkpoint state).
     The model is rebuilt from the checkpoint's config and loaded with its weights; the splits are those it was
@@ -67,8 +72,7 @@ def load_trained(path: str | Path, *, data_dir: str | None = None, device: str =
         raise CheckpointError(f"{path} holds a configuration this mn cannot use ({e})") from e
     if data_dir is not None:
         cfg.data_dir = data_dir
-    fold = None if state["fold"] == -1 else state["fold"]
-    data = prepare(load_dataset(cfg.dataset, cfg.data_dir), val_fraction=cfg.val_fraction, fold=fold,
+    data = prepare(load_dataset(cfg.dataset, cfg.data_dir), val_fraction=cfg.val_fraction, fold=stored_fold(state),
                    folds=cfg.folds, split_seed=cfg.split_seed)
     model = build_model(cfg, data)
     try:
@@ -90,5 +94,5 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_dir: str 
         raise ValueError(f"{cfg.dataset} has no {split} split in this configuration")
     metrics = evaluate(model, data, target, batch_size=cfg.eval_batch_size, device=device)
     return {"checkpoint": str(path), "dataset": cfg.dataset, "method": cfg.method, "split": split,
-            "seed": state["seed"], "fold": None if state["fold"] == -1 else state["fold"], "epoch": state["epoch"],
+            "seed": state["seed"], "fold": stored_fold(state), "epoch": state["epoch"],
             **metrics}
