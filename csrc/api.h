@@ -1,6 +1,8 @@
 // The C++ surface of mn._C: plain pointers, sizes and a stream handle (no libtorch types, so one build works
-// with any torch). Python (mn/native_ops.py) validates dtype, device and contiguity before calling, and
-// prepares the per-entry terms; these functions do only the O(B S C n) contractions (DESIGN §4-5).
+// with any torch). Python (mn/native_ops.py) validates dtype, device and contiguity before calling.
+// inner_gradient_{fwd,bwd}_{cpu,cuda} do the O(B S C n) contractions (DESIGN §4-5) on operands that Python
+// prepared; on CPU, op_{fwd,bwd}_cpu run the whole op around them (normalisations, per-entry softmax and
+// cross-entropy, projection, and their backward) in one call each.
 #pragma once
 #include <cstdint>
 
@@ -38,10 +40,29 @@ struct BwdArgs {
 
 void inner_gradient_fwd_cpu(DType dtype, Shape shape, Dropout drop, const FwdArgs& args, int num_threads);
 void inner_gradient_bwd_cpu(DType dtype, Shape shape, Dropout drop, const BwdArgs& args, int num_threads);
-// C (M x N) = A^T B, A (K x M), B (K x N): the long-K reductions, with rounding independent of num_threads.
-void matmul_tn_cpu(DType dtype, int64_t K, int64_t M, int64_t N, const void* A, const void* B, void* C,
-                   int num_threads);
 const char* cpu_isa();  // the instruction set the CPU kernels dispatch to on this machine
+
+// The whole op on CPU (DESIGN §4), inputs and outputs in the compute dtype, contiguous. The forward leaves
+// what the backward needs in a workspace of op_workspace_size(shape) elements (hats, norms, per-entry terms,
+// the contraction's operands; layout in csrc/cpu/op_cpu.cpp), O(B n + S (C + n) + C n).
+struct OpFwdArgs {
+  const void *z, *keys, *values, *weight, *tau;  // (B x n), (S x n), (S x C), (C x n), scalar
+  void *ws;                                      // out: the workspace
+  void *grad;                                    // out (B x C x n): P_c U_ic
+  void *loss;                                    // out (B): sum_j w_ij ce_j
+  void *lse;                                     // out (B), as FwdArgs
+  void *a;                                       // out (B x C): wh_c . U_ic, the part the projection removes
+};
+
+struct OpBwdArgs {
+  const void *values, *tau, *ws, *lse, *a, *grad, *loss;  // the forward's inputs and outputs
+  const void *dgrad, *dloss;                               // cotangents (B x C x n), (B)
+  void *dz, *dkeys, *dvalues, *dweight, *dtau;             // out: gradients, shaped like z, keys, values, ...
+};
+
+int64_t op_workspace_size(Shape shape);
+void op_fwd_cpu(DType dtype, Shape shape, double gamma, Dropout drop, const OpFwdArgs& args, int num_threads);
+void op_bwd_cpu(DType dtype, Shape shape, double gamma, Dropout drop, const OpBwdArgs& args, int num_threads);
 
 #ifdef MN_WITH_CUDA
 void inner_gradient_fwd_cuda(DType dtype, Shape shape, Dropout drop, const FwdArgs& args, uintptr_t stream);

@@ -1,5 +1,5 @@
 // pybind11 module mn._C. Arguments are plain integers: data pointers (tensor.data_ptr()), sizes, the dropout
-// hash constants, a thread count (CPU) and a stream handle (CUDA). mn/native_ops.py checks dtype, device,
+// hash constants, gamma, a thread count (CPU) and a stream handle (CUDA). mn/native_ops.py checks dtype, device,
 // contiguity and shapes before calling; nothing here knows about torch.
 #include <pybind11/pybind11.h>
 
@@ -61,11 +61,36 @@ void bwd(const std::string& device, const std::string& dtype, int64_t B, int64_t
   mn::inner_gradient_bwd_cpu(dt, {B, S, C, n}, {seed_mix, threshold}, args, num_threads);
 }
 
-void matmul_tn(const std::string& dtype, int64_t K, int64_t M, int64_t N, uintptr_t A, uintptr_t B, uintptr_t C,
-               int num_threads) {
+void check_workspace(mn::Shape shape, int64_t ws_size) {
+  const int64_t want = mn::op_workspace_size(shape);
+  if (ws_size != want)
+    throw std::invalid_argument("mn._C: workspace of " + std::to_string(ws_size) + " elements, expected " +
+                                std::to_string(want));
+}
+
+void op_fwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, double gamma, uint32_t seed_mix,
+            uint32_t threshold, int64_t ws_size, uintptr_t z, uintptr_t keys, uintptr_t values, uintptr_t weight,
+            uintptr_t tau, uintptr_t ws, uintptr_t grad, uintptr_t loss, uintptr_t lse, uintptr_t a,
+            int num_threads) {
   const mn::DType dt = parse_dtype(dtype);
+  check_workspace({B, S, C, n}, ws_size);
+  const mn::OpFwdArgs args{ptr(z), ptr(keys), ptr(values), ptr(weight), ptr(tau), ptr(ws), ptr(grad), ptr(loss),
+                           ptr(lse), ptr(a)};
   py::gil_scoped_release release;
-  mn::matmul_tn_cpu(dt, K, M, N, ptr(A), ptr(B), ptr(C), num_threads);
+  mn::op_fwd_cpu(dt, {B, S, C, n}, gamma, {seed_mix, threshold}, args, num_threads);
+}
+
+void op_bwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, double gamma, uint32_t seed_mix,
+            uint32_t threshold, int64_t ws_size, uintptr_t values, uintptr_t tau, uintptr_t ws, uintptr_t lse,
+            uintptr_t a, uintptr_t grad, uintptr_t loss, uintptr_t dgrad, uintptr_t dloss, uintptr_t dz,
+            uintptr_t dkeys, uintptr_t dvalues, uintptr_t dweight, uintptr_t dtau, int num_threads) {
+  const mn::DType dt = parse_dtype(dtype);
+  check_workspace({B, S, C, n}, ws_size);
+  const mn::OpBwdArgs args{ptr(values), ptr(tau),   ptr(ws),      ptr(lse),     ptr(a),      ptr(grad), ptr(loss),
+                           ptr(dgrad),  ptr(dloss), ptr(dz),      ptr(dkeys),   ptr(dvalues), ptr(dweight),
+                           ptr(dtau)};
+  py::gil_scoped_release release;
+  mn::op_bwd_cpu(dt, {B, S, C, n}, gamma, {seed_mix, threshold}, args, num_threads);
 }
 
 }  // namespace
@@ -78,9 +103,15 @@ PYBIND11_MODULE(_C, m) {
   m.attr("has_cuda") = false;
 #endif
   m.def("cpu_isa", &mn::cpu_isa, "Instruction set the CPU kernels use on this machine.");
-  m.def("matmul_tn", &matmul_tn, "C (M x N) = A^T B for A (K x M), B (K x N), CPU; rounding independent of threads.");
   m.def("inner_gradient_fwd", &fwd,
         "Forward contraction: lse (B), U (B x C x n, before the projection), loss (B). See csrc/api.h.");
   m.def("inner_gradient_bwd", &bwd,
         "Backward contractions: dzh (B x n, without gamma), dkh (S x n), ddelta (S x C), dce (S).");
+  m.def("op_fwd", &op_fwd,
+        "The whole forward on CPU: grad (B x C x n), loss, lse (B), a (B x C) and the workspace. See csrc/api.h.");
+  m.def("op_bwd", &op_bwd, "The whole backward on CPU: dz, dkeys, dvalues, dweight, dtau. See csrc/api.h.");
+  m.def(
+      "op_workspace_size",
+      [](int64_t B, int64_t S, int64_t C, int64_t n) { return mn::op_workspace_size({B, S, C, n}); },
+      "Elements of the workspace op_fwd fills for op_bwd (layout: csrc/cpu/workspace.h).");
 }

@@ -91,6 +91,20 @@ def test_thread_counts_give_bitwise_equal_results(dtype):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("shape", [(1, 7, 2, 3), (19, 131, 7, 21)], ids=shape_id)
+def test_generic_path_equals_literal_reference_float64(shape, monkeypatch):
+    """The torch code around the kernels that CUDA runs (on CPU the whole op is mn._C's op_fwd / op_bwd),
+    run here on CPU through the CPU contraction kernels."""
+    monkeypatch.setattr(native_ops, "_forward_cpu", native_ops._forward_generic)
+    monkeypatch.setattr(native_ops, "_backward_cpu", native_ops._backward_generic)
+    inputs = make_inputs(*shape, requires_grad=True, seed=2)
+    cot = cotangents(shape[0], shape[2], shape[3])
+    kw = dict(gamma=5.0, entry_dropout=0.5, seed=123)
+    got, ref = outputs_and_grads(inputs, "native", cot, **kw), outputs_and_grads(inputs, "autograd", cot, **kw)
+    for name, a, b in zip(NAMES, got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
+
+
 def test_custom_ops_pass_opcheck():
     """Schema, fake kernels and autograd registration are consistent (torch.library.opcheck)."""
     z, keys, values, weight, tau = make_inputs(2, 9, 3, 4, requires_grad=True)

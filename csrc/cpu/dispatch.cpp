@@ -1,18 +1,21 @@
 // Picks the CPU kernel variant for the running machine: the AVX2+FMA build where the CPU has both
 // (x86-64 builds only), else the baseline build of the same source.
 #include "../api.h"
+#include "workspace.h"
 
 namespace mn {
 namespace generic {
 void fwd(DType, Shape, Dropout, const FwdArgs&, int);
 void bwd(DType, Shape, Dropout, const BwdArgs&, int);
-void tn(DType, int64_t, int64_t, int64_t, const void*, const void*, void*, int);
+void op_fwd(DType, Shape, double, Dropout, const OpFwdArgs&, int);
+void op_bwd(DType, Shape, double, Dropout, const OpBwdArgs&, int);
 }  // namespace generic
 #ifdef MN_HAVE_AVX2
 namespace avx2 {
 void fwd(DType, Shape, Dropout, const FwdArgs&, int);
 void bwd(DType, Shape, Dropout, const BwdArgs&, int);
-void tn(DType, int64_t, int64_t, int64_t, const void*, const void*, void*, int);
+void op_fwd(DType, Shape, double, Dropout, const OpFwdArgs&, int);
+void op_bwd(DType, Shape, double, Dropout, const OpBwdArgs&, int);
 }  // namespace avx2
 #endif
 
@@ -43,12 +46,20 @@ void inner_gradient_bwd_cpu(DType dtype, Shape shape, Dropout drop, const BwdArg
   generic::bwd(dtype, shape, drop, args, num_threads);
 }
 
-void matmul_tn_cpu(DType dtype, int64_t K, int64_t M, int64_t N, const void* A, const void* B, void* C,
-                   int num_threads) {
+int64_t op_workspace_size(Shape shape) { return WorkspaceLayout(shape).size; }
+
+void op_fwd_cpu(DType dtype, Shape shape, double gamma, Dropout drop, const OpFwdArgs& args, int num_threads) {
 #ifdef MN_HAVE_AVX2
-  if (use_avx2()) return avx2::tn(dtype, K, M, N, A, B, C, num_threads);
+  if (use_avx2()) return avx2::op_fwd(dtype, shape, gamma, drop, args, num_threads);
 #endif
-  generic::tn(dtype, K, M, N, A, B, C, num_threads);
+  generic::op_fwd(dtype, shape, gamma, drop, args, num_threads);
+}
+
+void op_bwd_cpu(DType dtype, Shape shape, double gamma, Dropout drop, const OpBwdArgs& args, int num_threads) {
+#ifdef MN_HAVE_AVX2
+  if (use_avx2()) return avx2::op_bwd(dtype, shape, gamma, drop, args, num_threads);
+#endif
+  generic::op_bwd(dtype, shape, gamma, drop, args, num_threads);
 }
 
 }  // namespace mn

@@ -8,13 +8,13 @@
 // output element is owned by one partition cell, and partial sums are reduced in a fixed order.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "../api.h"
 #include "../dropout_hash.h"
+#include "aligned.h"
+#include "exp_row.h"
 #include "gemm.h"
 
 namespace mn::MN_ISA_NS {
@@ -28,47 +28,6 @@ int64_t query_block(int64_t B, int64_t per_query) {
   return std::max<int64_t>(1, std::min<int64_t>({16, B, kScratch / std::max<int64_t>(per_query, 1)}));
 }
 
-// exp(x[0..nt)) in place, vectorised; x has room for nt rounded up to a whole vector (the row stride kTile
-// is a multiple of the width). glibc's exp is scalar and took about a tenth of the kernel time at C = 10.
-// Cephes' method: x = k ln2 + r with |r| <= ln2 / 2, exp(r) by a polynomial (float) or a Pade form (double),
-// times 2^k written into the exponent field. x below the log of the smallest normal number (-inf for a
-// dropped entry included) gives 0. A pure function of each element: results do not depend on the blocking.
-template <typename T>
-void exp_row(T* x, int64_t nt) {
-  using V = typename Vec<T>::type;
-  using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
-  typedef I IV __attribute__((vector_size(MN_VEC_BYTES)));
-  constexpr bool f32 = sizeof(T) == 4;
-  constexpr int W = Vec<T>::width;
-  constexpr T lo = f32 ? -87.33654f : -708.3964185322641, hi = f32 ? 88.0f : 709.0;
-  constexpr T magic = f32 ? 12582912.0f : 6755399441055744.0;  // 1.5 * 2^23 / 2^52: adding it rounds to an integer
-  constexpr I bias = f32 ? 127 : 1023, mant = f32 ? 23 : 52;
-  const V vlo = V{} + lo, vhi = V{} + hi, vmagic = V{} + magic;
-  for (int64_t i = 0; i < nt; i += W) {
-    V v;
-    std::memcpy(&v, x + i, sizeof(V));
-    V c = v < vlo ? vlo : v;
-    c = c > vhi ? vhi : c;
-    const V t = c * T(1.4426950408889634) + vmagic;
-    const V k = t - vmagic;  // round(c / ln2)
-    V y;
-    if constexpr (f32) {
-      const V r = c - k * 0.693359375f - k * -2.12194440e-4f;
-      y = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
-            1.6666665459e-1f) * r + 5.0000001201e-1f) * (r * r) + r + 1.0f;
-    } else {
-      const V r = c - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6, rr = r * r;
-      const V p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1);
-      const V q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr +
-                  2.00000000000000000009e0;
-      y = 1.0 + 2.0 * (p / (q - p));
-    }
-    const IV scale = (((IV)t - (IV)vmagic) + bias) << mant;  // the bits of 2^k
-    const V e = (V)((IV)(y * (V)scale) & (IV)(v >= vlo));      // 0 below the range
-    std::memcpy(x + i, &e, sizeof(V));
-  }
-}
-
 template <typename T>
 struct Inputs {
   int64_t B, S, C, n;
@@ -77,8 +36,7 @@ struct Inputs {
 
   // s (nq x kTile, row stride kTile) = zs[i0 : i0+nq] . kh[j0 : j0+nt]^T, -inf for dropped entries
   void scores(int64_t i0, int64_t nq, int64_t j0, int64_t nt, T* s) const {
-    std::fill(s, s + nq * kTile, T(0));
-    gemm_acc<T>(nq, nt, n, zs + i0 * n, n, 1, khT + j0, S, s, kTile);
+    gemm_set<T>(nq, nt, n, zs + i0 * n, n, 1, khT + j0, S, s, kTile);
     if (drop.threshold == 0) return;
     for (int64_t q = 0; q < nq; ++q)
       for (int64_t jj = 0; jj < nt; ++jj)
@@ -136,7 +94,7 @@ void forward(const Inputs<T>& in, const FwdArgs& args, int num_threads) {
   const int64_t nblocks = (B + bq - 1) / bq;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<T> w(bq * kTile), A(bq * C * kTile);
+    Scratch<T> w(bq * kTile), A(bq * C * kTile);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t blk = 0; blk < nblocks; ++blk) {
       const int64_t i0 = blk * bq, nq = std::min(bq, B - i0);
@@ -185,10 +143,10 @@ void backward(const Inputs<T>& in, const BwdArgs& args, int num_threads) {
   const int64_t ntiles = (S + kTile - 1) / kTile;
   const int64_t ngroups = std::min(ntiles, kEntryGroups);
   const int64_t bq = query_block(B, C * kTile);
-  std::vector<T> dzh_part(ngroups * B * n, T(0));
+  Scratch<T> dzh_part(ngroups * B * n, T(0));
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<T> w(bq * kTile), ds(bq * kTile), X(bq * C * kTile), dd(C * kTile), dc(kTile);
+    Scratch<T> w(bq * kTile), ds(bq * kTile), X(bq * C * kTile), dd(C * kTile), dc(kTile);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t g = 0; g < ngroups; ++g) {
       T* dzh_g = dzh_part.data() + g * B * n;
@@ -201,8 +159,7 @@ void backward(const Inputs<T>& in, const BwdArgs& args, int num_threads) {
         for (int64_t i0 = 0; i0 < B; i0 += bq) {
           const int64_t nq = std::min(bq, B - i0);
           in.weights(i0, nq, j0, nt, lse, w.data());
-          std::fill(X.begin(), X.begin() + nq * C * kTile, T(0));
-          gemm_acc<T>(nq * C, nt, n, dU + i0 * C * n, n, 1, in.khT + j0, S, X.data(), kTile);
+          gemm_set<T>(nq * C, nt, n, dU + i0 * C * n, n, 1, in.khT + j0, S, X.data(), kTile);
           for (int64_t q = 0; q < nq; ++q) {
             const T* wq = w.data() + q * kTile;
             T* r = ds.data() + q * kTile;

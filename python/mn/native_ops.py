@@ -1,22 +1,24 @@
 """Backend "native": the C++/OpenMP and CUDA kernels of `mn._C` (csrc/) as a PyTorch op with a hand-written backward.
 
 Layers, as for Triton (triton_ops.py): `mn._C` (kernels; raw pointers, sizes and a stream in, nothing of torch)
-<- this file (argument checks before any pointer leaves Python, the O(S·C·n) per-entry terms and the O(B·C·n)
-projection terms in torch, two `torch.library` custom ops `mn::native_inner_gradient_fwd` / `_bwd` with fake
-kernels, joined by `register_autograd`) <- `mn.inner_gradient(backend="native")` <- the layers.
+<- this file (argument checks before any pointer leaves Python, two `torch.library` custom ops
+`mn::native_inner_gradient_fwd` / `_bwd` with fake kernels, joined by `register_autograd`)
+<- `mn.inner_gradient(backend="native")` <- the layers.
 
 Split of the work (DESIGN §4): the kernels do the O(B·S·C·n) contractions -- the forward `U_ic = sum_j w_ij
 delta_jc kh_j` with its log-sum-exp, and the backward `ddelta`, `dkh`, `dce`, `dzh` with `X = dU . kh^T`
-recomputed tile by tile. Normalisation, the per-entry softmax / cross-entropy and their backward, and the
-projection `P_c` stay here as a few torch calls. `delta_jc = tau (sigma_j p_jc - v_jc)`, sigma_j = sum_c v_jc
-(the exact derivative of the cross-entropy also off the simplex), as in every backend.
+recomputed tile by tile. Around them: normalisation, the per-entry softmax / cross-entropy and their backward,
+and the projection `P_c`. On CPU all of that runs in mn._C too (`op_fwd` / `op_bwd`, one call per direction:
+as a few dozen small torch calls it took about as long as the kernels at C = 10); on CUDA it is the torch code
+here (`_prepare`, `_backward_generic`) around the CUDA kernels. `delta_jc = tau (sigma_j p_jc - v_jc)`,
+sigma_j = sum_c v_jc (the exact derivative of the cross-entropy also off the simplex), as in every backend.
 
 Compute dtype: float64 for float64 inputs, else float32 (bf16 / fp16 inputs are computed in float32 and the
 results cast back). The forward also returns, for the backward only (non-differentiable), `a_ic = wh_c . U_ic`
-(B x C), the component the projection removes, and the per-call preparation (`_Prepared`: hats, per-entry softmax
-and cross-entropy terms, kernel operands), which the backward reuses instead of recomputing. CPU kernels use
-`torch.get_num_threads()` threads; results do not depend on the thread count. The op takes the shared weight
-(C, n) only; inner steps 2..T run on the `torch` reference.
+(B x C), the component the projection removes, and the per-call preparation, which the backward reuses instead
+of recomputing: on CPU one workspace tensor (layout in csrc/cpu/workspace.h), on CUDA the fields of `_Prepared`.
+CPU kernels use `torch.get_num_threads()` threads; results do not depend on the thread count. The op takes the
+shared weight (C, n) only; inner steps 2..T run on the `torch` reference.
 """
 from __future__ import annotations
 
@@ -62,6 +64,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dropout_args(entry_dropout: float, seed: int) -> tuple[int, int]:
+    """The kernels' dropout constants (csrc/api.h, Dropout): seed * 0x9E3779B1 mod 2^32 and the threshold."""
+    return (int(seed) * 0x9E3779B1) & 0xFFFFFFFF, drop_threshold(entry_dropout)
+
+
 def _normalize(x):
     """Row-wise x / max(||x||, eps); returns (xh, 1 / max(||x||, eps), whether the clamp is active)."""
     norm = x.norm(dim=1, keepdim=True)
@@ -85,19 +96,6 @@ def _kernel_args(named: dict[str, Tensor], dtype: torch.dtype, device: torch.dev
         if not t.is_contiguous():
             raise ValueError(f"native kernel argument {name} must be contiguous")
     return [t.data_ptr() for t in named.values()]
-
-
-def _tn(a: Tensor, b: Tensor) -> Tensor:
-    """a^T b for a (K, M), b (K, N), K the long axis (the dictionary). On CPU through mn._C, which splits K
-    in a fixed way: BLAS splits it by its thread count, and the results would change with torch.set_num_threads."""
-    if a.device.type != "cpu":
-        return a.t() @ b
-    (K, M), N = a.shape, b.shape[1]
-    a, b = a.contiguous(), b.contiguous()
-    out = a.new_empty(M, N)
-    ptrs = _kernel_args({"a": a, "b": b, "out": out}, a.dtype, a.device, {"a": (K, M), "b": (K, N), "out": (M, N)})
-    _extension().matmul_tn(str(a.dtype).removeprefix("torch."), K, M, N, *ptrs, torch.get_num_threads())
-    return out
 
 
 class _Prepared(NamedTuple):
@@ -152,20 +150,38 @@ def _call_kernel(which: str, prep: _Prepared, entry_dropout: float, seed: int, *
     shapes = dict(zs=(B, n), kh=(S, n), khT=(n, S), deltaT=(C, S), ce=(S,), lse=(B,), U=(B, C, n), loss=(B,),
                   dU=(B, C, n), dL=(B,), D=(B,), dzh=(B, n), dkh=(S, n), ddelta=(S, C), dce=(S,))
     ptrs = _kernel_args({**operands, **arrays}, ct, device, shapes)
-    seed_mix = (int(seed) * 0x9E3779B1) & 0xFFFFFFFF
     cuda = device.type == "cuda"
     stream = torch.cuda.current_stream(device).cuda_stream if cuda else 0
     kernel = getattr(_extension(), f"inner_gradient_{which}")
     with torch.cuda.device(device) if cuda else contextlib.nullcontext():
-        kernel(device.type, str(ct).removeprefix("torch."), B, S, C, n, seed_mix, drop_threshold(entry_dropout),
-               *ptrs, torch.get_num_threads(), stream)
+        kernel(device.type, _dtype_name(ct), B, S, C, n, *_dropout_args(entry_dropout, seed), *ptrs,
+               torch.get_num_threads(), stream)
 
 
-@torch.library.custom_op("mn::native_inner_gradient_fwd", mutates_args=())
-def native_inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
-                              entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-    """-> grad (B, C, n), inner_loss (B,) in z's dtype; for the backward, in the compute dtype: lse (B,),
-    a (B, C) and the fields of `_Prepared`."""
+def _workspace_size(B: int, S: int, C: int, n: int) -> int:
+    """Elements of the CPU op's workspace, O(B n + S (n + C) + C n) (layout: csrc/cpu/workspace.h)."""
+    return _extension().op_workspace_size(B, S, C, n)
+
+
+def _forward_cpu(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
+    """The forward op on CPU: one call of mn._C's op_fwd. Outputs as native_inner_gradient_fwd's, with the
+    workspace as the one prepared tensor."""
+    ct = _compute_dtype(z.dtype)
+    (B, n), (S, C) = z.shape, values.shape
+    new = functools.partial(torch.empty, dtype=ct, device=z.device)
+    ws, grad, loss, lse, a = new(_workspace_size(B, S, C, n)), new(B, C, n), new(B), new(B), new(B, C)
+    arrays = dict(z=z.to(ct), keys=keys.to(ct), values=values.to(ct), weight=weight.to(ct), tau=tau.to(ct), ws=ws,
+                  grad=grad, loss=loss, lse=lse, a=a)
+    shapes = dict(z=(B, n), keys=(S, n), values=(S, C), weight=(C, n), tau=(), ws=(ws.numel(),), grad=(B, C, n),
+                  loss=(B,), lse=(B,), a=(B, C))
+    ptrs = _kernel_args(arrays, ct, z.device, shapes)
+    _extension().op_fwd(_dtype_name(ct), B, S, C, n, gamma, *_dropout_args(entry_dropout, seed), ws.numel(),
+                        *ptrs, torch.get_num_threads())
+    return grad.to(z.dtype), loss.to(z.dtype), lse, a, [ws]
+
+
+def _forward_generic(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
+    """The forward op elsewhere (CUDA): torch around mn._C's contraction kernel."""
     prep = _prepare(z, keys, values, weight, tau, gamma)
     (B, n), C = prep.zh.shape, prep.wh.shape[0]
     zeros = functools.partial(torch.zeros, device=z.device, dtype=prep.zh.dtype)
@@ -176,11 +192,23 @@ def native_inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: T
     return grad.to(z.dtype), loss.to(z.dtype), lse, a, list(prep)
 
 
+@torch.library.custom_op("mn::native_inner_gradient_fwd", mutates_args=())
+def native_inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
+                              entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+    """-> grad (B, C, n), inner_loss (B,) in z's dtype; for the backward, in the compute dtype: lse (B,),
+    a (B, C) and the preparation (CPU: [workspace]; elsewhere: the fields of `_Prepared`)."""
+    forward = _forward_cpu if z.device.type == "cpu" else _forward_generic
+    return forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+
+
 @native_inner_gradient_fwd.register_fake
 def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
-    prep = _prepare(z, keys, values, weight, tau, gamma)
-    (B, n), C, ct = prep.zh.shape, prep.wh.shape[0], prep.zh.dtype
-    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=ct), z.new_empty(B, C, dtype=ct), list(prep)
+    (B, n), (S, C), ct = z.shape, values.shape, _compute_dtype(z.dtype)
+    if z.device.type == "cpu":
+        prepared = [z.new_empty(_workspace_size(B, S, C, n), dtype=ct)]
+    else:
+        prepared = list(_prepare(z, keys, values, weight, tau, gamma))
+    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=ct), z.new_empty(B, C, dtype=ct), prepared
 
 
 @torch.library.custom_op("mn::native_inner_gradient_bwd", mutates_args=())
@@ -189,6 +217,33 @@ def native_inner_gradient_bwd(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Ten
                               prepared: list[Tensor], gamma: float, entry_dropout: float,
                               seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> dz, dkeys, dvalues, dweight, dtau, each in its input's dtype (DESIGN §4, with sigma in delta)."""
+    backward = _backward_cpu if z.device.type == "cpu" else _backward_generic
+    return backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma,
+                    entry_dropout, seed)
+
+
+def _backward_cpu(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma: float,
+                  entry_dropout: float, seed: int):
+    """The backward op on CPU: one call of mn._C's op_bwd on the forward's workspace."""
+    (ws,), ct = prepared, lse.dtype
+    (B, n), (S, C) = z.shape, values.shape
+    new = functools.partial(torch.empty, dtype=ct, device=z.device)
+    dz, dkeys, dvalues, dweight, dtau = new(B, n), new(S, n), new(S, C), new(C, n), new(tau.shape)
+    arrays = dict(values=values.to(ct), tau=tau.to(ct), ws=ws, lse=lse, a=a, grad=grad.to(ct),
+                  loss=inner_loss.to(ct), dgrad=dgrad.to(ct), dloss=dloss.to(ct), dz=dz, dkeys=dkeys,
+                  dvalues=dvalues, dweight=dweight, dtau=dtau)
+    shapes = dict(values=(S, C), tau=tuple(tau.shape), ws=(_workspace_size(B, S, C, n),), lse=(B,), a=(B, C),
+                  grad=(B, C, n), loss=(B,), dgrad=(B, C, n), dloss=(B,), dz=(B, n), dkeys=(S, n), dvalues=(S, C),
+                  dweight=(C, n), dtau=tuple(tau.shape))
+    ptrs = _kernel_args(arrays, ct, z.device, shapes)
+    _extension().op_bwd(_dtype_name(ct), B, S, C, n, gamma, *_dropout_args(entry_dropout, seed), ws.numel(),
+                        *ptrs, torch.get_num_threads())
+    return dz.to(z.dtype), dkeys.to(keys.dtype), dvalues.to(values.dtype), dweight.to(weight.dtype), dtau.to(tau.dtype)
+
+
+def _backward_generic(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma: float,
+                      entry_dropout: float, seed: int):
+    """The backward op elsewhere (CUDA): torch around mn._C's backward contraction kernel."""
     prep = _Prepared(*prepared)
     (B, n), (S, C), ct = prep.zh.shape, prep.cos.shape, prep.zh.dtype
     h, g, dL = dgrad.to(ct), grad.to(ct), dloss.to(ct).contiguous()
@@ -196,8 +251,6 @@ def native_inner_gradient_bwd(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Ten
     b = (h * wh).sum(-1)                                                     # wh_c . dg_ic
     dU = (h - b[..., None] * wh).mul_(w_rnorm).contiguous()                  # P_c dg_ic
     gh = g * h
-    # Reductions here keep at least two outputs (ATen then splits along the outputs, so the rounding does not
-    # depend on the thread count) or go through _tn.
     D = (gh.sum(2).sum(1) + dL * inner_loss.to(ct)).contiguous()            # sum_j w_ij dw_ij
     zeros = functools.partial(torch.zeros, device=z.device, dtype=ct)
     dzh, dkh, ddelta, dce = zeros(B, n), zeros(S, n), zeros(S, C), zeros(S)
@@ -211,9 +264,9 @@ def native_inner_gradient_bwd(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Ten
     dv = tau_ * ((p * ddelta).sum(1, keepdim=True) - ddelta) - dce[:, None] * logp
     dl = p * (dp - (p * dp).sum(1, keepdim=True)) + dce[:, None] * resid
     dtau_j = (resid * ddelta + dl * prep.cos).sum(1, keepdim=True)          # (S, 1)
-    dtau = _tn(dtau_j, torch.ones_like(dtau_j)).reshape(())
+    dtau = dtau_j.sum()
     dkh = dkh + tau_ * (dl @ wh)
-    dwh = tau_ * _tn(dl, prep.kh)
+    dwh = tau_ * (dl.t() @ prep.kh)
     # The P_c term of the projection, summed over the batch (a = wh . U from the forward).
     dW_proj = -w_rnorm * (gh.sum((0, 2))[:, None] * wh + (b[..., None] * g).sum(0)
                           + (a.to(ct)[..., None] * dU).sum(0))
