@@ -7,7 +7,12 @@
 //   bwd_query_kernel  grid (B):              dzh_i = sum_j ds_ij kh_j (one thread per entry of the tile for ds)
 //   bwd_entry_kernel  grid (S/kET):          ddelta, dkh, dce of kET entries, looping over the queries
 // khT (n x S) makes the per-entry dot products coalesced: consecutive threads read consecutive entries.
+#ifdef MN_CUDA_EMULATION  // the CPU emulation of tests/cuda_emulation: these kernels tested without a GPU
+#include "cuda_emulation.h"
+#else
 #include <cuda_runtime.h>
+#define MN_LAUNCH(kernel, grid, block, stream) kernel<<<(grid), (block), 0, (stream)>>>
+#endif
 
 #include <cstdint>
 #include <stdexcept>
@@ -239,10 +244,10 @@ template <typename T>
 void forward(Shape sh, Dropout drop, const FwdArgs& a, cudaStream_t stream) {
   const auto in = inputs<T>(sh, drop, a.zs, a.kh, a.khT, a.deltaT, a.ce);
   T* lse = static_cast<T*>(a.lse);
-  lse_kernel<T><<<unsigned(sh.B), kThreads, 0, stream>>>(in, lse);
+  MN_LAUNCH(lse_kernel<T>, unsigned(sh.B), kThreads, stream)(in, lse);
   check(cudaGetLastError(), "lse_kernel launch");
   const dim3 grid(blocks(sh.B, kQB), blocks(sh.C * sh.n, kEB));
-  fwd_kernel<T><<<grid, kThreads, 0, stream>>>(in, lse, static_cast<T*>(a.U), static_cast<T*>(a.loss));
+  MN_LAUNCH(fwd_kernel<T>, grid, kThreads, stream)(in, lse, static_cast<T*>(a.U), static_cast<T*>(a.loss));
   check(cudaGetLastError(), "fwd_kernel launch");
 }
 
@@ -251,9 +256,9 @@ void backward(Shape sh, Dropout drop, const BwdArgs& a, cudaStream_t stream) {
   const auto in = inputs<T>(sh, drop, a.zs, a.kh, a.khT, a.deltaT, a.ce);
   const T *lse = static_cast<const T*>(a.lse), *dU = static_cast<const T*>(a.dU);
   const T *dL = static_cast<const T*>(a.dL), *D = static_cast<const T*>(a.D);
-  bwd_query_kernel<T><<<unsigned(sh.B), kThreads, 0, stream>>>(in, lse, dU, dL, D, static_cast<T*>(a.dzh));
+  MN_LAUNCH(bwd_query_kernel<T>, unsigned(sh.B), kThreads, stream)(in, lse, dU, dL, D, static_cast<T*>(a.dzh));
   check(cudaGetLastError(), "bwd_query_kernel launch");
-  bwd_entry_kernel<T><<<blocks(sh.S, kET), kThreads, 0, stream>>>(
+  MN_LAUNCH(bwd_entry_kernel<T>, blocks(sh.S, kET), kThreads, stream)(
       in, lse, dU, dL, D, static_cast<T*>(a.dkh), static_cast<T*>(a.ddelta), static_cast<T*>(a.dce));
   check(cudaGetLastError(), "bwd_entry_kernel launch");
 }
