@@ -118,3 +118,49 @@ def test_torch_reference_runs_cifar100_config_without_materialising(monkeypatch)
     (grad.square().sum() + loss.sum()).backward()
     assert grad.shape == (B, C, n) and torch.isfinite(grad).all() and torch.isfinite(keys.grad).all()
     assert max(chunk_elements) <= closed_form.CHUNK_ELEMENTS and 7 * closed_form.CHUNK_ELEMENTS <= S * C * n
+
+
+@pytest.mark.parametrize("per_example", [False, True], ids=["shared-phi", "per-example-phi"])
+@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
+def test_cosine_logits_after_step_equal_the_stepped_weights(alpha_kind, per_example):
+    """The closed form (contractions over n) against tau * cos(z, phi - alpha grad) built explicitly, values
+    and every input gradient, float64."""
+    B, C, n = 4, 5, 7
+    g = torch.Generator().manual_seed(12)
+    z = torch.randn(B, n, dtype=torch.float64, generator=g, requires_grad=True)
+    phi = torch.randn(*((B,) if per_example else ()), C, n, dtype=torch.float64, generator=g, requires_grad=True)
+    grad = torch.randn(B, C, n, dtype=torch.float64, generator=g, requires_grad=True)
+    tau = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
+    alpha = _alpha(alpha_kind, C, n)
+    inputs = [z, phi, grad, alpha, tau]
+    r = torch.randn(B, C, dtype=torch.float64, generator=g)
+    got = mn.functional.cosine_logits_after_step(*inputs)
+    expected = tau * torch.nn.functional.cosine_similarity(z[:, None, :], phi - alpha * grad, dim=-1)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad((got * r).sum(), inputs), torch.autograd.grad((expected * r).sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha_kind, most", [("scalar", 1), ("feature", 2)])
+def test_cosine_logits_after_step_keep_no_stepped_weights(alpha_kind, most):
+    """Memory: for its backward, the closed form keeps the gradient (and alpha * gradient for a vector alpha)
+    -- not the stepped weights, their norms and their normalised copy, each B x C x n, as the explicit form."""
+    B, C, n = 3, 4, 5
+    z, _, _, weight, tau = make_inputs(B, 6, C, n, requires_grad=True, seed=13)
+    grad = torch.randn(B, C, n, dtype=torch.float64, requires_grad=True)
+    alpha = _alpha(alpha_kind, C, n)
+
+    def big_saved(fn):
+        storages = set()
+
+        def pack(t):
+            if t.dim() == 3 and t.numel() == B * C * n:
+                storages.add(t.untyped_storage().data_ptr())
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        return len(storages)
+
+    closed = big_saved(lambda: mn.functional.cosine_logits_after_step(z, weight, grad, alpha, tau))
+    explicit = big_saved(lambda: tau * torch.nn.functional.cosine_similarity(z[:, None], weight - alpha * grad, dim=-1))
+    assert 1 <= closed <= most < explicit

@@ -6,7 +6,7 @@ import torch
 
 from ._validate import check_alpha, check_dropout, check_inner_inputs, check_positive
 from .backends import BACKENDS, get_backend
-from .reference._common import normalize
+from .reference._common import EPS, normalize
 
 
 def _as_tau(tau, like: torch.Tensor):
@@ -39,6 +39,25 @@ def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, se
                                entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
 
 
+def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry_dropout, seed, backend):
+    """(phi_{T-1}, grad_T): the weights before the last inner step -- weight (C, n) itself when T = 1, else
+    per-example (B, C, n) -- and the last step's gradient (B, C, n). Checks every argument."""
+    tau = _as_tau(tau, z)
+    B, S, C, n = check_inner_inputs(z, keys, values, weight, tau, gamma)
+    check_alpha(alpha, C, n, z)
+    check_dropout(entry_dropout, seed)
+    check_positive("inner_steps", inner_steps, integer=True)
+    first = get_backend(backend, z.device)
+    later = first if first.per_example else BACKENDS["torch"]
+    options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
+    phi = weight
+    for step in range(inner_steps):
+        grad, _ = (first if step == 0 else later).inner_gradient(z, keys, values, phi, tau, **options)
+        if step < inner_steps - 1:
+            phi = phi - alpha * grad                              # alpha broadcasts over (B, C, n)
+    return phi, grad
+
+
 def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
                     backend="auto"):
     """Per-example fine-tuned classifier weights phi (B, C, n) (paper Eq. 8; Algorithm 1-2).
@@ -53,26 +72,43 @@ def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1
     B=128, S=10000, C=100, n=256 (bench/results/gpu-h100.md): a training step with inner_steps=3 on `triton`
     takes 63.8 ms against 10.6 ms with inner_steps=1.
     """
-    tau = _as_tau(tau, z)
-    B, S, C, n = check_inner_inputs(z, keys, values, weight, tau, gamma)
-    check_alpha(alpha, C, n, z)
-    check_dropout(entry_dropout, seed)
-    check_positive("inner_steps", inner_steps, integer=True)
-    first = get_backend(backend, z.device)
-    later = first if first.per_example else BACKENDS["torch"]
-    options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
-    phi = weight
-    for step in range(inner_steps):
-        grad, _ = (first if step == 0 else later).inner_gradient(z, keys, values, phi, tau, **options)
-        phi = phi - alpha * grad                                  # alpha broadcasts over (B, C, n)
-    return phi
+    phi, grad = _last_step(z, keys, values, weight, tau, alpha, gamma=gamma, inner_steps=inner_steps,
+                           entry_dropout=entry_dropout, seed=seed, backend=backend)
+    return phi - alpha * grad
+
+
+def cosine_logits_after_step(z, phi, grad, alpha, tau) -> torch.Tensor:
+    """tau * cos(z_i, phi_c - alpha grad_ic) (B, C) without materialising the stepped weights (B, C, n).
+
+    With u = alpha * grad (u = grad, its scalar alpha applied to the sums, when alpha is a scalar):
+      zh . (phi - u) = zh . phi - zh . u,   ||phi - u||^2 = ||phi||^2 - 2 phi . u + ||u||^2,
+    each a contraction over n. Autograd then keeps grad (and u for a vector alpha) instead of the stepped
+    weights, their norms and their normalised copy -- the largest tensors of a training step. The norm is
+    clamped at eps like `normalize`. Exact algebra; in floating point it loses relative precision only when
+    ||phi - u|| is far below ||phi|| (a step that nearly cancels the weight).
+    z (B, n); phi (C, n) or (B, C, n); grad (B, C, n); alpha: scalar, (n,) or (C, n); tau: scalar tensor.
+    """
+    zh = normalize(z)
+    shared = phi.dim() == 2
+    if not isinstance(alpha, torch.Tensor) or alpha.numel() == 1:
+        u, a = grad, (alpha.reshape(()) if isinstance(alpha, torch.Tensor) else alpha)
+    else:
+        u, a = alpha * grad, 1.0
+    z_phi = zh @ phi.T if shared else torch.einsum("bn,bcn->bc", zh, phi)
+    phi_phi = (phi * phi).sum(-1)                                                   # (C,) or (B, C)
+    z_u = torch.einsum("bn,bcn->bc", zh, u)
+    phi_u = torch.einsum("cn,bcn->bc" if shared else "bcn,bcn->bc", phi, u)
+    u_u = torch.einsum("bcn,bcn->bc", u, u)
+    norm2 = phi_phi - 2 * a * phi_u + a * a * u_u
+    return tau.reshape(()) * (z_phi - a * z_u) / norm2.clamp_min(EPS * EPS).sqrt()
 
 
 def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
                    backend="auto"):
     """Logits of the per-example fine-tuned cosine classifier (paper Eq. 15): logits_ic = tau * cos(z_i, phi_i,c)
-    with phi = `adapted_weights(...)` (same arguments; its docstring says where steps 2..T run). Returns (B, C)."""
+    with phi = `adapted_weights(...)` (same arguments; its docstring says where steps 2..T run), computed by
+    `cosine_logits_after_step` from the last step's gradient without materialising phi. Returns (B, C)."""
     tau = _as_tau(tau, z)
-    phi = adapted_weights(z, keys, values, weight, tau, alpha, gamma=gamma, inner_steps=inner_steps,
-                          entry_dropout=entry_dropout, seed=seed, backend=backend)
-    return tau.reshape(()) * torch.einsum("bn,bcn->bc", normalize(z), normalize(phi))
+    phi, grad = _last_step(z, keys, values, weight, tau, alpha, gamma=gamma, inner_steps=inner_steps,
+                           entry_dropout=entry_dropout, seed=seed, backend=backend)
+    return cosine_logits_after_step(z, phi, grad, alpha, tau)
