@@ -69,7 +69,8 @@ import torch
 import triton
 import triton.language as tl
 
-EPS = 1e-12
+from mn.reference._common import normalize_rows, normalize_rows_bwd
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # MN_AUTOTUNE=0 keeps the first candidate of each kernel: for test runs, where tuning every new shape would
 # cost more compile time than the tests themselves.
@@ -347,18 +348,6 @@ def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_ptr, d
 # ----------------------------------------------------------------------------------------------------
 # Host side
 # ----------------------------------------------------------------------------------------------------
-def _normalize(x):
-    """Row-wise x / max(||x||, eps); returns (xh, 1 / max(||x||, eps), whether the clamp is active)."""
-    norm = x.norm(dim=1, keepdim=True)
-    return x / norm.clamp_min(EPS), 1.0 / norm.clamp_min(EPS), norm < EPS
-
-
-def _normalize_bwd(xh, rnorm, clamped, dxh):
-    """Backward of x / max(||x||, eps): (dxh - xh (xh . dxh)) / ||x||, or dxh / eps where clamped."""
-    radial = torch.where(clamped, 0.0, (xh * dxh).sum(1, keepdim=True))
-    return (dxh - xh * radial) * rnorm
-
-
 def _hash_args(B, entry_dropout, seed):
     """(HAS_DROPOUT, seed_mix as int32 bits, integer threshold): y < p * 2^24 <=> y < ceil(p * 2^24)."""
     if not 0.0 <= entry_dropout <= 1.0:
@@ -389,9 +378,9 @@ class _Setup:
         self.ct = ct
         self.gamma = float(gamma)
         self.tau = tau.to(ct)
-        self.zh, self.z_rnorm, self.z_clamped = _normalize(z.to(ct))
-        self.kh, self.k_rnorm, self.k_clamped = _normalize(keys.to(ct))
-        self.wh, self.w_rnorm, self.w_clamped = _normalize(weight.to(ct))
+        self.zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(ct))
+        self.kh, self.k_rnorm, self.k_clamped = normalize_rows(keys.to(ct))
+        self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(ct))
         # Per-entry quantities are kept class-major (C x S, "T" = transposed), the layout the kernels read
         # (contiguous entry tiles per class) and the one the matmul produces: no transposed copies.
         self.vT = values.to(ct).t()                                       # a view
@@ -502,8 +491,8 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     dW_proj = -w_rnorm * ((h * g).sum((0, 2))[:, None] * wh + torch.einsum("bc,bcn->cn", b, g)
                           + torch.einsum("bc,bcn->cn", a, dU))
 
-    dz = _normalize_bwd(st.zh, st.z_rnorm, st.z_clamped, dzh)
-    dkeys = _normalize_bwd(st.kh, st.k_rnorm, st.k_clamped, dkh)
-    dweight = _normalize_bwd(wh, w_rnorm, st.w_clamped, dwh) + dW_proj
+    dz = normalize_rows_bwd(st.zh, st.z_rnorm, st.z_clamped, dzh)
+    dkeys = normalize_rows_bwd(st.kh, st.k_rnorm, st.k_clamped, dkh)
+    dweight = normalize_rows_bwd(wh, w_rnorm, st.w_clamped, dwh) + dW_proj
     dt = z.dtype
     return dz.to(dt), dkeys.to(dt), dvT.t().to(dt).contiguous(), dweight.to(dt), dtau.to(dt)

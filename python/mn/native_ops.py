@@ -31,9 +31,7 @@ import torch
 from torch import Tensor
 
 from .dropout import drop_threshold
-
-EPS = 1e-12
-
+from .reference._common import normalize_rows, normalize_rows_bwd
 
 try:
     _EXTENSION = importlib.import_module("._C", __package__)
@@ -71,18 +69,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _dropout_args(entry_dropout: float, seed: int) -> tuple[int, int]:
     """The kernels' dropout constants (csrc/api.h, Dropout): seed * 0x9E3779B1 mod 2^32 and the threshold."""
     return (int(seed) * 0x9E3779B1) & 0xFFFFFFFF, drop_threshold(entry_dropout)
-
-
-def _normalize(x):
-    """Row-wise x / max(||x||, eps); returns (xh, 1 / max(||x||, eps), whether the clamp is active)."""
-    norm = x.norm(dim=1, keepdim=True)
-    return x / norm.clamp_min(EPS), 1.0 / norm.clamp_min(EPS), norm < EPS
-
-
-def _normalize_bwd(xh, rnorm, clamped, dxh):
-    """Backward of x / max(||x||, eps): (dxh - xh (xh . dxh)) / ||x||, or dxh / eps where clamped."""
-    radial = torch.where(clamped, 0.0, (xh * dxh).sum(1, keepdim=True))
-    return (dxh - xh * radial) * rnorm
 
 
 def _kernel_args(named: dict[str, Tensor], dtype: torch.dtype, device: torch.device, shapes: dict) -> list[int]:
@@ -127,9 +113,9 @@ def _prepare(z, keys, values, weight, tau, gamma: float) -> _Prepared:
     """All of `_Prepared` from the op's inputs: pure torch, so the forward's fake kernel runs it too."""
     ct = _compute_dtype(z.dtype)
     tau = tau.reshape(()).to(ct)
-    zh, z_rnorm, z_clamped = _normalize(z.to(ct))
-    kh, k_rnorm, k_clamped = _normalize(keys.to(ct))
-    wh, w_rnorm, w_clamped = _normalize(weight.to(ct))
+    zh, z_rnorm, z_clamped = normalize_rows(z.to(ct))
+    kh, k_rnorm, k_clamped = normalize_rows(keys.to(ct))
+    wh, w_rnorm, w_clamped = normalize_rows(weight.to(ct))
     v = values.to(ct)
     cos = kh @ wh.t()
     logp = torch.log_softmax(tau * cos, dim=1)
@@ -271,9 +257,9 @@ def _backward_generic(dgrad, dloss, z, keys, values, weight, tau, grad, inner_lo
     dW_proj = -w_rnorm * (gh.sum((0, 2))[:, None] * wh + (b[..., None] * g).sum(0)
                           + (a.to(ct)[..., None] * dU).sum(0))
 
-    dz = _normalize_bwd(prep.zh, prep.z_rnorm, prep.z_clamped, dzh)
-    dkeys = _normalize_bwd(prep.kh, prep.k_rnorm, prep.k_clamped, dkh)
-    dweight = _normalize_bwd(wh, w_rnorm, prep.w_clamped, dwh) + dW_proj
+    dz = normalize_rows_bwd(prep.zh, prep.z_rnorm, prep.z_clamped, dzh)
+    dkeys = normalize_rows_bwd(prep.kh, prep.k_rnorm, prep.k_clamped, dkh)
+    dweight = normalize_rows_bwd(wh, w_rnorm, prep.w_clamped, dwh) + dW_proj
     return (dz.to(z.dtype), dkeys.to(keys.dtype), dv.to(values.dtype), dweight.to(weight.dtype),
             dtau.reshape(tau.shape).to(tau.dtype))
 

@@ -15,6 +15,19 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
 
 
+def normalize_rows(x: torch.Tensor):
+    """Row-wise x / max(||x||, eps) for the hand-written backwards: (xh, 1 / max(||x||, eps), whether the clamp
+    is active), all that `normalize_rows_bwd` needs."""
+    norm = x.norm(dim=1, keepdim=True)
+    return x / norm.clamp_min(EPS), 1.0 / norm.clamp_min(EPS), norm < EPS
+
+
+def normalize_rows_bwd(xh, rnorm, clamped, dxh):
+    """Backward of x / max(||x||, eps): (dxh - xh (xh . dxh)) / ||x||, or dxh / eps where clamped."""
+    radial = torch.where(clamped, 0.0, (xh * dxh).sum(1, keepdim=True))
+    return (dxh - xh * radial) * rnorm
+
+
 def entry_keep(B: int, cols: torch.Tensor, entry_dropout: float, seed: int | None, device) -> torch.Tensor | None:
     """Keep-mask (B, len(cols)) for entries `cols`, or None without dropout."""
     if entry_dropout == 0.0:
