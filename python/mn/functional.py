@@ -86,14 +86,12 @@ def cosine_logits_after_step(z, phi, grad, alpha, tau) -> torch.Tensor:
     weights, their norms and their normalised copy -- the largest tensors of a training step. The norm is
     clamped at eps like `normalize`. Exact algebra; in floating point it loses relative precision only when
     ||phi - u|| is far below ||phi|| (a step that nearly cancels the weight).
-    z (B, n); phi (C, n) or (B, C, n); grad (B, C, n); alpha: scalar, (n,) or (C, n); tau: scalar tensor.
+    z (B, n); phi (C, n) or (B, C, n); grad (B, C, n); alpha and tau: tensors, alpha of shape (), (1,), (n,)
+    or (C, n), tau of one element.
     """
     zh = normalize(z)
     shared = phi.dim() == 2
-    if not isinstance(alpha, torch.Tensor) or alpha.numel() == 1:
-        u, a = grad, (alpha.reshape(()) if isinstance(alpha, torch.Tensor) else alpha)
-    else:
-        u, a = alpha * grad, 1.0
+    u, a = (grad, alpha.reshape(())) if alpha.numel() == 1 else (alpha * grad, 1.0)
     z_phi = zh @ phi.T if shared else torch.einsum("bn,bcn->bc", zh, phi)
     phi_phi = (phi * phi).sum(-1)                                                   # (C,) or (B, C)
     z_u = torch.einsum("bn,bcn->bc", zh, u)

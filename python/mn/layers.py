@@ -9,7 +9,7 @@ from torch import nn
 
 from ._validate import check_dropout, check_positive
 from .backends import check_backend_name
-from .functional import adapted_logits, adapted_weights
+from .functional import adapted_logits
 from .reference._common import normalize
 
 INNER_LR_KINDS = ("scalar", "feature", "elementwise")
@@ -81,19 +81,10 @@ class MetaNeighborhoodsHead(nn.Module):
         """Entry label distributions (S, C): softmax of the value logits."""
         return torch.softmax(self.value_logits, dim=-1)
 
-    def _adapt_args(self, z: torch.Tensor) -> tuple[tuple, dict]:
-        p = self.entry_dropout if self.training else 0.0
-        return ((z, self.keys, self.values, self.weight, self.tau, self.inner_lr.abs()),
-                dict(gamma=self.gamma, inner_steps=self.inner_steps, entry_dropout=p, backend=self.backend))
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        args, options = self._adapt_args(z)
-        return adapted_logits(*args, **options)
-
-    def adapted_weights(self, z: torch.Tensor) -> torch.Tensor:
-        """The per-example fine-tuned classifier weights phi (B, C, n) that forward's logits use."""
-        args, options = self._adapt_args(z)
-        return adapted_weights(*args, **options)
+        p = self.entry_dropout if self.training else 0.0
+        return adapted_logits(z, self.keys, self.values, self.weight, self.tau, self.inner_lr.abs(), gamma=self.gamma,
+                              inner_steps=self.inner_steps, entry_dropout=p, backend=self.backend)
 
     def unadapted_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Logits of the shared classifier before the inner step(s): tau * cos(z, W)."""

@@ -56,17 +56,14 @@ def entry_neighbours(checkpoint, out_dir, *, entries: list[int] | None = None, k
         raise AnalysisError(f"k must be in [1, {len(data.test)}] (the test split's size), got {k}")
     features = embed(model, data, data.test.x, device=device)
     labels = data.test.y.to(device)
-    # share of each entry's k nearest samples that carry its class, entries in chunks (memory O(CHUNK · N))
-    agree = []
-    for start in range(0, S, CHUNK):
-        chunk = torch.arange(start, min(start + CHUNK, S), device=device)
-        nearest = nearest_samples(layer, features, chunk, k)[1]
-        agree.append((labels[nearest] == classes[chunk, None]).float().mean(1))
-    agree = torch.cat(agree)
-    sims, idx = nearest_samples(layer, features, torch.tensor(entries, device=device), k)
+    # every entry's k nearest samples, entries in chunks (memory O(CHUNK · N) + S k)
+    sims, idx = (torch.cat(parts) for parts in zip(*(
+        nearest_samples(layer, features, torch.arange(start, min(start + CHUNK, S), device=device), k)
+        for start in range(0, S, CHUNK))))
+    agree = (labels[idx] == classes[:, None]).float().mean(1)        # share of each entry's neighbours of its class
     rows = [{"entry": e, "class": int(classes[e]), "class_probability": values[e, classes[e]].item(),
-             "neighbours": idx[r].tolist(), "neighbour_labels": labels[idx[r]].tolist(),
-             "attention_logits": sims[r].tolist(), "share_of_class": agree[e].item()} for r, e in enumerate(entries)]
+             "neighbours": idx[e].tolist(), "neighbour_labels": labels[idx[e]].tolist(),
+             "attention_logits": sims[e].tolist(), "share_of_class": agree[e].item()} for e in entries]
     record = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "k": k, "num_entries": S,
               "consistency": agree.mean().item(), "entries": rows}
     out_dir = Path(out_dir)

@@ -17,7 +17,7 @@ class AnalysisError(ValueError):
 
 
 def mn_layer(model, checkpoint) -> MetaNeighborhoodsHead | MetaNeighborhoods:
-    """The model's Meta-Neighborhoods layer; ValueError naming the checkpoint for a vanilla model."""
+    """The model's Meta-Neighborhoods layer; AnalysisError naming the checkpoint for a vanilla model."""
     if isinstance(model, MNImageClassifier):
         return model.classifier.head
     if isinstance(model, MNTabular):
@@ -29,14 +29,14 @@ def mn_layer(model, checkpoint) -> MetaNeighborhoodsHead | MetaNeighborhoods:
 @torch.no_grad()
 def embed(model, data: Prepared, x: torch.Tensor, *, batch_size: int = 512, device="cpu") -> torch.Tensor:
     """(N, n) features of stored inputs x in the space the dictionary's keys live in: the backbone's output z
-    for image models (MN or vanilla), the normalised inputs themselves for tabular models."""
+    for image models (MN or vanilla; in eval mode, as `load_trained` returns them), the normalised inputs
+    themselves for tabular models."""
     if isinstance(model, MNImageClassifier):
         net = model.classifier.backbone
     elif isinstance(model, Vanilla) and not isinstance(model, MNTabular) and data.data.kind == "image":
         net = model.net[0]
     else:
         return x.to(device)
-    net.eval()
     return torch.cat([net(data.inputs(x[i:i + batch_size]).to(device)) for i in range(0, len(x), batch_size)])
 
 
