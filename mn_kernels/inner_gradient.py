@@ -41,13 +41,14 @@ B x S x n is ever materialised.
 * ``_fwd_kernel``  grid (query block, class block of BLOCK_C = 2..4), loop over entry tiles:
                     ``A = w (x) delta`` as a (BLOCK_B*BLOCK_C) x BLOCK_S tile, ``U += A @ kh_tile``;
                     epilogue projects with P_c and stores grad; loss from the class-block-0 programs.
-* ``_bwd_kernel``  grid P programs (about one per SM), each owning a contiguous group of entry tiles
-                    (like flash-attention-2's dk/dv kernel); per tile, loop over query blocks and, inside,
-                    class blocks: ``X = dU @ kh^T`` once, from which ``ddelta``, ``dkh`` (both terms),
-                    ``dce`` of the tile, and -- since the full ``ds_ij`` of the (query block, tile) is on
-                    chip -- the program's partial ``dzh_i += ds_ij kh_j`` and ``a_ic`` over its entries.
+* ``_bwd_kernel``  grid P programs (at most one per SM), each owning a contiguous group of entry tiles
+                    (like flash-attention-2's dk/dv kernel); entry-major tiles; per tile, loop over query
+                    blocks and, inside, over every class: ``X_c^T = kh dU_c^T``, from which ``ddelta``,
+                    ``dkh`` (both terms), ``dce`` of the tile, and -- since the full ``ds_ij`` of the
+                    (query block, tile) is on chip -- the program's partial ``dzh_i += ds_ij kh_j``.
                     The host sums the P partials in fixed order (deterministic, no atomics). A separate
                     dq-style kernel for dzh would recompute X (one more contraction) and the scores.
+                    ``a_ic = wh_c . U_ic`` of the projection term comes from the forward (B x C).
 
 Flops per step, in units of the contraction 2 B S C n (the scores, ds @ kh and ds^T @ zh add 2 B S n
 each, i.e. 1/C): forward 1 + 1/BLOCK_C (scores once per class block); backward 2 (X and A^T @ dU).
@@ -84,31 +85,53 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def _configs(names, candidates):
-    """Autotune candidates: tuples of the meta-parameters ``names`` then num_warps, num_stages. The
-    interpreter gets one small config (tuning there only costs time); with MN_AUTOTUNE=0 the first
-    candidate is the only one. Candidates that exceed shared memory are skipped by the tuner."""
+def _autotune(names, candidates, float64):
+    """``triton.autotune`` over ``candidates`` (tuples of the meta-parameters ``names``, then num_warps and
+    num_stages), keyed by ``_KEY``. float64 inputs get the one config ``float64`` instead (their tiles are
+    twice the bytes: the fp32 candidates would exceed shared memory); with MN_AUTOTUNE=0 the first
+    candidate is the only one. The interpreter gets one small config (tuning there only costs time).
+    Candidates that exceed shared memory are skipped by the tuner."""
+    def config(c):
+        return triton.Config(dict(zip(names, c[:-2])), num_warps=c[-2], num_stages=c[-1])
+
     if _INTERPRET:
         small = {"BLOCK_B": 16, "BLOCK_C": 4, "BLOCK_S": 16}
-        return [triton.Config({k: small[k] for k in names}, num_warps=1, num_stages=1)]
-    return [triton.Config(dict(zip(names, c[:-2])), num_warps=c[-2], num_stages=c[-1])
-            for c in (candidates if _AUTOTUNE else candidates[:1])]
+        return triton.autotune(configs=[triton.Config({k: small[k] for k in names}, num_warps=1, num_stages=1)],
+                               key=_KEY)
+
+    def prune(configs, named_args, **kwargs):
+        if named_args["zh_ptr"].dtype == torch.float64:
+            return configs[-1:]
+        return configs[:-1] if _AUTOTUNE else configs[:1]
+    return triton.autotune(configs=[config(c) for c in candidates] + [config(float64)], key=_KEY,
+                           prune_configs_by={"early_config_prune": prune})
 
 
-# Chosen from offline sm_90 compiles at n = 256 (ptxas register/spill counts; shared memory within 227 KiB
-# with fp32 operands), best first. The (BLOCK_B*BLOCK_C) x n accumulator is what spills: BLOCK_C = 4 with
-# 8 warps keeps it at 64 fp32 registers per thread at n = 256, and doubles the class-block grid axis
-# (C = 100: 8 x 25 = 200 programs for 132 SMs instead of 104) for the price of recomputing the scores
-# once per 4 classes (n / (4 n) = 1/4 of the contraction's flops, by tensor cores).
+# Chosen from offline sm_90 compiles at n = 256 (bench/sm90_resources.py: ptxas register/spill counts,
+# shared memory within 227 KiB), best first. The (BLOCK_B*BLOCK_C) x n accumulator is what spills:
+# BLOCK_C = 4 with 8 warps keeps it at 64 fp32 registers per thread at n = 256 (no spills), and doubles the
+# class-block grid axis (C = 100: 8 x 25 = 200 programs for 132 SMs instead of 104) for the price of
+# recomputing the scores once per 4 classes (1/4 of the contraction's flops; with 16 queries that dot is
+# mma.sync, the contraction wgmma). The last candidate puts every dot on wgmma (64 queries, one class:
+# the scores cost as much as the contraction) and spills 20 bytes with bf16 operands; with fp32 operands
+# it exceeds shared memory and the tuner skips it.
 _LSE_NAMES = ("BLOCK_B", "BLOCK_S")
 _LSE_CONFIGS = [(32, 64, 8, 3), (16, 64, 4, 3), (64, 64, 8, 2)]
-_MAIN_NAMES = ("BLOCK_B", "BLOCK_C", "BLOCK_S")
-_FWD_CONFIGS = [(16, 4, 64, 8, 3), (16, 4, 64, 8, 2), (16, 4, 32, 8, 3), (32, 2, 64, 8, 2)]
-# The backward has no spill-free candidate at n = 256 (its BLOCK_S x n dkh accumulator lives across the
-# whole query loop, on top of the class-block tiles); these spill least in offline sm_90 compiles.
-# BLOCK_S = 32 keeps the tiles fine-grained for balancing them over the P programs (S = 10^4: 313 tiles,
-# at most 3 per program on 132 SMs); the launcher needs the largest BLOCK_S of the list.
-_BWD_CONFIGS = [(16, 4, 32, 8, 2), (16, 2, 32, 8, 2), (16, 4, 32, 8, 1)]
+_LSE_FLOAT64 = (16, 64, 4, 1)
+_FWD_NAMES = ("BLOCK_B", "BLOCK_C", "BLOCK_S")
+_FWD_CONFIGS = [(16, 4, 64, 8, 3), (16, 4, 64, 8, 2), (32, 2, 64, 8, 2), (64, 1, 128, 8, 2)]
+_FWD_FLOAT64 = (16, 4, 32, 8, 1)
+# Backward (bench/sm90_resources.py at 128,10000,100,256): BLOCK_S = 64 entries is the M side of both
+# per-class dots, the smallest that Hopper's warpgroup MMA (wgmma) takes; with BLOCK_B = 32 queries and 8
+# warps both run on wgmma and ptxas spills 12 bytes (fp32) / 4-16 (bf16), where 64-query blocks spill
+# 0.2-1 KiB; the 32-query dzh dot stays on mma.sync (1/C of the flops). fp32 operands need 224 KiB of
+# shared memory at num_stages = 1 (kh is kept in both wgmma operand orders); more stages do not fit at
+# fp32 and the tuner skips them there. All candidates share BLOCK_S: the launcher sizes the grid with it.
+_BWD_NAMES = ("BLOCK_B", "BLOCK_S")
+_BWD_CONFIGS = [(32, 64, 8, 1), (32, 64, 8, 2), (16, 64, 8, 1)]
+_BWD_FLOAT64 = (16, 64, 8, 1)
+# The *_FLOAT64 configs serve the float64 verification runs on a GPU: one stage and small blocks so that
+# their fp64 tiles fit shared memory (160, 160 and 168 KiB at n = 256); they spill, speed is not their job.
 
 
 # Autotune keys: a power-of-two bucket of S, C and n -- never B, so batch-size changes reuse the tuning; B is
@@ -120,16 +143,18 @@ _KEY = ["s_bucket", "C", "n"]
 # Shared pieces
 # ----------------------------------------------------------------------------------------------------
 @triton.jit
-def _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, HAS_DROPOUT: tl.constexpr):
-    """(BLOCK_B, BLOCK_S) mask: query row i < B, entry j < S, and entry j not dropped for query i.
+def _keep_mask(q, e, B, S, seed_mix, drop_threshold, HAS_DROPOUT: tl.constexpr):
+    """Keep mask of a tile: query q < B, entry e < S, and entry e not dropped for query q. ``q`` and ``e``
+    are index tensors that broadcast to the tile (``rows[:, None], cols[None, :]`` for a query-major tile,
+    ``rows[None, :], cols[:, None]`` for an entry-major one).
 
     ``seed_mix = seed * 0x9E3779B1 mod 2^32`` comes from the host as int32 bits; all hash arithmetic is
     uint32 (wrap-around multiply), exactly the DESIGN.md section 5 hash."""
-    keep = (rows[:, None] < B) & (cols[None, :] < S)
+    keep = (q < B) & (e < S)
     if HAS_DROPOUT:
         x = (seed_mix.to(tl.uint32, bitcast=True)
-             ^ (rows.to(tl.uint32)[:, None] * 0x85EBCA77)
-             ^ (cols.to(tl.uint32)[None, :] * 0xC2B2AE3D))
+             ^ (q.to(tl.uint32) * 0x85EBCA77)
+             ^ (e.to(tl.uint32) * 0xC2B2AE3D))
         x ^= x >> 16
         x *= 0x85EBCA6B
         x ^= x >> 13
@@ -164,7 +189,7 @@ def _class_rows(pid_b, pid_c, B, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr
 # ----------------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------------
-@triton.autotune(configs=_configs(_LSE_NAMES, _LSE_CONFIGS), key=_KEY)
+@_autotune(_LSE_NAMES, _LSE_CONFIGS, _LSE_FLOAT64)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
 def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
                 B, S, C, n, seed_mix, drop_threshold, entries_per_split, s_bucket,
@@ -190,7 +215,7 @@ def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
         cols = j0 + tl.arange(0, BLOCK_S)
         kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
                      mask=(cols[:, None] < end) & (k[None, :] < n), other=0.0)
-        keep = _keep_mask(rows, cols, B, end, seed_mix, drop_threshold, HAS_DROPOUT)
+        keep = _keep_mask(rows[:, None], cols[None, :], B, end, seed_mix, drop_threshold, HAS_DROPOUT)
         s = tl.dot(zh, tl.trans(kh), input_precision=PRECISION)
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -201,13 +226,14 @@ def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
     tl.store(l_ptr + out, l_i, mask=rows < B)
 
 
-@triton.autotune(configs=_configs(_MAIN_NAMES, _FWD_CONFIGS), key=_KEY)
+@_autotune(_FWD_NAMES, _FWD_CONFIGS, _FWD_FLOAT64)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
-def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr,
+def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr, a_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
                 BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
-    """grad[i, c] = P_c sum_j w_ij delta_jc kh_j for a (query block, class block); loss from class block 0.
+    """grad[i, c] = P_c sum_j w_ij delta_jc kh_j for a (query block, class block); loss from class block 0;
+    a[i, c] = wh_c . U_ic, the projection's coefficient, which the backward needs (B x C, no recomputation).
 
     Scores are recomputed by every class block (2 B S n flops per block, 1/BLOCK_C of the contraction)
     rather than looping over class blocks inside: that would need C/BLOCK_C accumulators of
@@ -228,7 +254,7 @@ def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr
         cols = j0 + tl.arange(0, BLOCK_S)
         kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
                      mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0)
-        keep = _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, HAS_DROPOUT)
+        keep = _keep_mask(rows[:, None], cols[None, :], B, S, seed_mix, drop_threshold, HAS_DROPOUT)
         w = _attention(zh, kh, lse, keep, PRECISION)
         delta = tl.load(deltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :],
                         mask=(cls[:, None] < C) & (cols[None, :] < S), other=0.0)
@@ -246,28 +272,31 @@ def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr
     grad = (acc - u_par[:, None] * wh) * rnorm[:, None]
     tl.store(grad_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
              grad.to(grad_ptr.dtype.element_ty), mask=valid[:, None] & (k[None, :] < n))
+    tl.store(a_ptr + i.to(tl.int64) * C + c, u_par, mask=valid)
     if pid_c == 0:
         tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=rows < B)
 
 
-@triton.autotune(configs=_configs(_MAIN_NAMES, _BWD_CONFIGS), key=_KEY)
+@_autotune(_BWD_NAMES, _BWD_CONFIGS, _BWD_FLOAT64)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
-def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_ptr,
-                dkh_ptr, dce_ptr, ddeltaT_ptr, dzh_part_ptr, a_part_ptr,
+def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_ptr,
+                dkh_ptr, dce_ptr, ddeltaT_ptr, dzh_part_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
-                BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+                BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
     """The whole O(B S C n) backward for a contiguous group of entry tiles (grid: P programs, P <= number
     of tiles, so every program owns at least one tile).
 
-    Per entry tile, looping over query blocks and, inside, class blocks:
+    Entry-major, like the dk/dv kernel of flash-attention 2: every tile is (entries x queries), so that the
+    two big products of each class -- ``X_c^T = kh dU_c^T`` and ``dkh += (w delta_c)^T dU_c`` -- are plain
+    2-D dots with the entry tile as their M side, and no 3-D (query, class, entry) tensor is formed.
+    Per entry tile, looping over query blocks and, inside, over every class:
     ``dkh`` (both terms), ``dce`` and ``ddelta`` of the tile, which the program owns outright; and this
-    program's partial sums over its entries of ``dzh_i = sum_j ds_ij kh_j`` (gamma is applied on the host)
-    and of ``a_ic = sum_j w_ij delta_jc cos_jc``, in ``dzh_part[pid]`` / ``a_part[pid]``, which the host
-    sums over programs in fixed order (deterministic, no atomics).
+    program's partial sum over its entries of ``dzh_i = sum_j ds_ij kh_j`` (gamma is applied on the host)
+    in ``dzh_part[pid]``, which the host sums over programs in fixed order (deterministic, no atomics).
 
     ds_ij needs dw_ij summed over every class before it can multiply zh_i or kh_j, so the class loop is
-    inside the query loop. ddelta (per entry tile and class block) and the partials (per query block) are
+    inside the query loop. ddelta (per entry tile and class) and the dzh partial (per query block) are
     revisited by this program only, as read-add-writes in global memory (L2): race-free and deterministic.
     The first visit writes without reading, so nothing needs zero-filling."""
     pid = tl.program_id(0)
@@ -290,51 +319,39 @@ def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, cosT_ptr, ce_ptr, lse_ptr, dU_ptr, d
             lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
             dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
             D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)
-            keep = _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, HAS_DROPOUT)
-            w = _attention(zh, kh, lse, keep, PRECISION)
-            part = (pid * B + rows).to(tl.int64)  # this program's partial rows for these queries
+            keep = _keep_mask(rows[None, :], cols[:, None], B, S, seed_mix, drop_threshold, HAS_DROPOUT)
+            sT = tl.dot(kh, tl.trans(zh), input_precision=PRECISION)               # (BLOCK_S, BLOCK_B)
+            wT = tl.where(keep, tl.exp(sT - lse[None, :]), 0.0)                    # w_ij, entry-major
 
-            r = tl.zeros([BLOCK_B, BLOCK_S], dtype=acc_ty)  # sum_c w_ij delta_jc X_icj
-            for c0 in range(0, C, BLOCK_C):
-                cls = c0 + tl.arange(0, BLOCK_C)
-                tile = (cls[:, None] < C) & (cols[None, :] < S)
-                delta = tl.load(deltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :], mask=tile, other=0.0)
-                cos = tl.load(cosT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :], mask=tile, other=0.0)
-                i, c, valid = _class_rows(b0 // BLOCK_B, c0 // BLOCK_C, B, C, BLOCK_B, BLOCK_C)
-                dU = tl.load(dU_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
-                             mask=valid[:, None] & (k[None, :] < n), other=0.0)
-
-                x = tl.reshape(tl.dot(dU, tl.trans(kh), input_precision=PRECISION), (BLOCK_B, BLOCK_C, BLOCK_S))
-                wd = w[:, None, :] * delta[None, :, :]                               # w_ij delta_jc
-                r += tl.sum(wd * x, axis=1)
+            rT = tl.zeros([BLOCK_S, BLOCK_B], dtype=acc_ty)                         # sum_c w_ij delta_jc X_icj
+            for c in range(0, C):
+                dU = tl.load(dU_ptr + (rows[:, None].to(tl.int64) * C + c) * n + k[None, :],
+                             mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+                delta = tl.load(deltaT_ptr + c * S + cols, mask=cols < S, other=0.0)
+                xT = tl.dot(kh, tl.trans(dU), input_precision=PRECISION)           # X_icj = dU_ic . kh_j
+                wx = wT * xT
+                rT += wx * delta[:, None]
                 # ddelta_jc += sum_i w_ij X_icj (first query block: plain write).
-                dd_ptrs = ddeltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :]
-                dd = tl.sum(w[:, None, :] * x, axis=0)
+                dd_ptrs = ddeltaT_ptr + c * S + cols
+                dd = tl.sum(wx, axis=1)
                 if b0 > 0:
-                    dd += tl.load(dd_ptrs, mask=tile, other=0.0)
-                tl.store(dd_ptrs, dd, mask=tile)
-                # a_ic += sum_j w_ij delta_jc cos_jc (first tile of this program: plain write).
-                a_ptrs = a_part_ptr + part[:, None] * C + cls[None, :]
-                a_mask = (rows[:, None] < B) & (cls[None, :] < C)
-                a_blk = tl.sum(wd * cos[None, :, :], axis=2)
-                if t > first_tile:
-                    a_blk += tl.load(a_ptrs, mask=a_mask, other=0.0)
-                tl.store(a_ptrs, a_blk, mask=a_mask)
-                # dkh_j += sum_{i,c} w_ij delta_jc dU_ic: A^T @ dU with A the forward's (w (x) delta) tile.
-                a = tl.reshape(wd, (BLOCK_B * BLOCK_C, BLOCK_S))
-                dkh = tl.dot(tl.trans(a.to(dU.dtype)), dU, dkh, input_precision=PRECISION, out_dtype=acc_ty)
+                    dd += tl.load(dd_ptrs, mask=cols < S, other=0.0)
+                tl.store(dd_ptrs, dd, mask=cols < S)
+                # dkh_j += sum_i w_ij delta_jc dU_ic: the forward's contraction, transposed.
+                wd = (wT * delta[:, None]).to(dU.dtype)
+                dkh = tl.dot(wd, dU, dkh, input_precision=PRECISION, out_dtype=acc_ty)
 
-            ds = r + w * (dL[:, None] * ce[None, :] - D[:, None])
+            dsT = rT + wT * (ce[:, None] * dL[None, :] - D[None, :])
             # zh here is gamma zh, so this is the gamma sum_i ds_ij zh_i term.
-            dkh = tl.dot(tl.trans(ds.to(zh.dtype)), zh, dkh, input_precision=PRECISION, out_dtype=acc_ty)
-            dce += tl.sum(w * dL[:, None], axis=0)
+            dkh = tl.dot(dsT.to(zh.dtype), zh, dkh, input_precision=PRECISION, out_dtype=acc_ty)
+            dce += tl.sum(wT * dL[None, :], axis=1)
             # dzh_i += sum_{j in tile} ds_ij kh_j (first tile of this program: plain write).
-            dz_ptrs = dzh_part_ptr + part[:, None] * n + k[None, :]
+            dz_ptrs = dzh_part_ptr + (pid * B + rows)[:, None].to(tl.int64) * n + k[None, :]
             dz_mask = (rows[:, None] < B) & (k[None, :] < n)
             dz = tl.zeros([BLOCK_B, BLOCK_N], dtype=acc_ty)
             if t > first_tile:
                 dz = tl.load(dz_ptrs, mask=dz_mask, other=0.0)
-            dz = tl.dot(ds.to(kh.dtype), kh, dz, input_precision=PRECISION, out_dtype=acc_ty)
+            dz = tl.dot(tl.trans(dsT).to(kh.dtype), kh, dz, input_precision=PRECISION, out_dtype=acc_ty)
             tl.store(dz_ptrs, dz, mask=dz_mask)
             # The read-add-writes above are re-read by other threads of this program (ddelta at the next
             # query block, the partials at the next tile): make the stores visible first.
@@ -427,30 +444,31 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
     """z (B,n), keys (S,n), values (S,C) row-probabilities, weight (C,n), tau 0-d tensor (same device).
 
     Raw (un-normalised) inputs; all contiguous, same floating dtype and device.
-    Returns grad (B,C,n) and inner_loss (B,) in the input dtype, and lse (B,) in float32 (float64 for
-    float64 inputs): the attention log-normaliser that the backward needs."""
+    Returns grad (B,C,n) and inner_loss (B,) in the input dtype, and what the backward needs, in float32
+    (float64 for float64 inputs): lse (B,), the attention log-normaliser, and a (B,C), a_ic = wh_c . U_ic."""
     st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
     B, S, C, n = st.B, st.S, st.C, st.n
     lse = st.lse()
     grad = torch.empty(B, C, n, device=z.device, dtype=z.dtype)
     loss = torch.empty(B, device=z.device, dtype=z.dtype)
+    a = torch.empty(B, C, device=z.device, dtype=st.ct)
     grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, meta["BLOCK_C"]))
     _fwd_kernel[grid](st.zs_op, st.kh_op, st.deltaT, st.ce, lse, st.wh,
-                      st.w_rnorm.reshape(C).contiguous(), grad, loss, B, S, C, n,
+                      st.w_rnorm.reshape(C).contiguous(), grad, loss, a, B, S, C, n,
                       **st.consts, **st.meta)
-    return grad, loss, lse
+    return grad, loss, lse, a
 
 
-def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, gamma: float,
+def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, gamma: float,
                        entry_dropout: float = 0.0, seed: int = 0):
-    """dgrad (B,C,n), dloss (B,); z..tau as in the forward; grad, inner_loss, lse: the forward's outputs.
+    """dgrad (B,C,n), dloss (B,); z..tau as in the forward; grad, inner_loss, lse, a: the forward's outputs.
 
     Returns (dz (B,n), dkeys (S,n), dvalues (S,C), dweight (C,n), dtau 0-d), each in its input's dtype."""
     st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
     B, S, C, n, ct = st.B, st.S, st.C, st.n, st.ct
     if dgrad.shape != (B, C, n) or grad.shape != (B, C, n) or dloss.shape != (B,) or inner_loss.shape != (B,) \
-            or lse.shape != (B,):
-        raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}")
+            or lse.shape != (B,) or a.shape != (B, C):
+        raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}, a {(B, C)}")
     h, g, dL = dgrad.to(ct), grad.to(ct), dloss.to(ct).contiguous()
     wh, w_rnorm = st.wh, st.w_rnorm                                     # (C, n), (C, 1)
     # Written to allocate no B x C x n temporaries besides dU itself (extra-memory budget).
@@ -460,22 +478,23 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     dU_op = dU.to(st.op_dtype).contiguous()
     lse = lse.to(ct).contiguous()
 
-    # P programs, each owning a contiguous group of entry tiles; every program needs at least one tile (so
-    # that it writes its partials), hence P <= the tile count of the largest BLOCK_S candidate.
+    # P programs, each owning a contiguous group of entry tiles: the fewest programs that still give no SM
+    # more than ceil(tiles / SMs) tiles (the kernel's time), since each one costs a B x n dzh partial.
+    # Every program gets at least one tile (so that it writes its partial).
     if _INTERPRET or not z.is_cuda:
         target = 3  # exercises multi-tile programs and the partial reduction in interpreter tests
     else:
         target = torch.cuda.get_device_properties(z.device).multi_processor_count
-    programs = max(1, min(target, triton.cdiv(S, max(cfg.kwargs["BLOCK_S"] for cfg in _bwd_kernel.configs))))
+    tiles = triton.cdiv(S, _bwd_kernel.configs[0].kwargs["BLOCK_S"])
+    programs = triton.cdiv(tiles, triton.cdiv(tiles, target))
     dkh = torch.empty(S, n, device=z.device, dtype=ct)
     dce = torch.empty(S, device=z.device, dtype=ct)
     ddeltaT = torch.empty(C, S, device=z.device, dtype=ct)
     dzh_part = torch.empty(programs, B, n, device=z.device, dtype=ct)
-    a_part = torch.empty(programs, B, C, device=z.device, dtype=ct)
-    _bwd_kernel[(programs,)](st.zs_op, st.kh_op, st.deltaT, st.cosT, st.ce, lse, dU_op, dL, D,
-                             dkh, dce, ddeltaT, dzh_part, a_part, B, S, C, n, **st.consts, **st.meta)
+    _bwd_kernel[(programs,)](st.zs_op, st.kh_op, st.deltaT, st.ce, lse, dU_op, dL, D,
+                             dkh, dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
     dzh = st.gamma * dzh_part.sum(0)
-    a = a_part.sum(0)
+    a = a.to(ct)
 
     # Per entry, class-major like the forward: delta = tau (sigma p - v), ce = -sum v log p,
     # p = softmax(tau * cos); O(S C + S C n).

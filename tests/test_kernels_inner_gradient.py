@@ -29,8 +29,18 @@ def keep_mask(B, S, p, seed):
     return mn_keep_mask(seed, torch.arange(B), torch.arange(S), p)
 
 
+def projection_coefficient(z, keys, values, weight, tau, gamma, keep):
+    """a_ic = wh_c . U_ic = sum_j w_ij delta_jc cos_jc (the forward's saved B x C), by dense float64 algebra."""
+    zh, kh, wh = (F.normalize(t, dim=1) for t in (z, keys, weight))
+    w = torch.softmax((gamma * zh @ kh.t()).masked_fill(~keep, float("-inf")), dim=1).nan_to_num(0.0)
+    cos = kh @ wh.t()
+    delta = tau * (torch.softmax(tau * cos, dim=1) - values)
+    return w @ (delta * cos)
+
+
 def run_both(B, S, C, n, dtype, gamma=5.0, p=0.0, seed=0):
-    """(kernel outputs, float64 reference outputs) of forward and backward for one random problem."""
+    """(kernel outputs, float64 reference outputs) of forward and backward for one random problem; the
+    outputs are NAMES, the last one the forward's saved projection coefficient `a`."""
     # Round the inputs to `dtype` first, so that the comparison measures the kernels, not the inputs.
     inputs = [t.double() for t in make_inputs(B, S, C, n, dtype=dtype, seed=B + S + C + n)]
     ref_in = [t.clone().requires_grad_() for t in inputs]
@@ -42,15 +52,15 @@ def run_both(B, S, C, n, dtype, gamma=5.0, p=0.0, seed=0):
     back_r = torch.autograd.grad((grad_r * dgrad).sum() + (loss_r * dloss).sum(), ref_in)
 
     dev_in = [t.to(DEVICE, dtype) for t in inputs]
-    grad, loss, lse = inner_gradient_fwd(*dev_in, gamma, entry_dropout=p, seed=seed)
-    back = inner_gradient_bwd(dgrad.to(DEVICE, dtype), dloss.to(DEVICE, dtype), *dev_in, grad, loss, lse, gamma,
-                              entry_dropout=p, seed=seed)
-    out = [grad, loss, *back]
-    ref = [grad_r, loss_r, *back_r]
+    grad, loss, lse, a = inner_gradient_fwd(*dev_in, gamma, entry_dropout=p, seed=seed)
+    back = inner_gradient_bwd(dgrad.to(DEVICE, dtype), dloss.to(DEVICE, dtype), *dev_in, grad, loss, lse, a,
+                              gamma, entry_dropout=p, seed=seed)
+    out = [grad, loss, *back, a]
+    ref = [grad_r, loss_r, *back_r, projection_coefficient(*inputs, gamma, keep)]
     return [o.detach().cpu() for o in out], [r.detach() for r in ref], lse.cpu(), keep
 
 
-NAMES = ["grad", "inner_loss", "dz", "dkeys", "dvalues", "dweight", "dtau"]
+NAMES = ["grad", "inner_loss", "dz", "dkeys", "dvalues", "dweight", "dtau", "a"]
 
 
 def assert_all_close(out, ref, atol, rtol):
@@ -133,7 +143,7 @@ def test_reduced_precision(shape, dtype, precision, tol):
     finally:
         torch.set_float32_matmul_precision(old)
     for name, o, r in zip(NAMES, out, ref):
-        assert o.dtype == dtype, name
+        assert o.dtype == (torch.float32 if name == "a" else dtype), name   # `a` stays in the accumulation dtype
         scale = r.abs().max().clamp_min(1e-30)
         err = (o.double() - r).abs().max() / scale
         assert err <= tol, f"{name}: max error {err:.2e} of the output scale > {tol:.0e}"
@@ -146,7 +156,7 @@ def test_reduced_precision(shape, dtype, precision, tol):
 def _mask_probe(out_ptr, B, S, seed_mix, drop_threshold, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
-    keep = _keep_mask(rows, cols, B, S, seed_mix, drop_threshold, True)
+    keep = _keep_mask(rows[:, None], cols[None, :], B, S, seed_mix, drop_threshold, True)
     tl.store(out_ptr + rows[:, None] * S + cols[None, :], keep.to(tl.int8),
              mask=(rows[:, None] < B) & (cols[None, :] < S))
 
@@ -178,7 +188,7 @@ def test_hash_mask_seen_by_forward():
     weight = torch.randn(C, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     tau = torch.tensor(2.0, dtype=torch.float64)
     args = [t.to(DEVICE) for t in (z, keys, values, weight, tau)]
-    _, loss, lse = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=seed)
+    _, loss, lse, _ = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=seed)
     keep = keep_mask(B, S, p, seed).double()
     kh = F.normalize(keys, dim=1)
     ce = -(values * torch.log_softmax(tau * kh @ F.normalize(weight, dim=1).t(), 1)).sum(1)

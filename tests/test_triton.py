@@ -88,7 +88,7 @@ def test_module_function_and_functional_agree():
     via_module = head(z)
     via_functional = mn.adapted_logits(z, head.keys, head.values, head.weight, head.tau, head.inner_lr.abs(),
                                        gamma=head.gamma, backend="triton")
-    grad, _, _ = torch.ops.mn.inner_gradient_fwd(z, head.keys, head.values, head.weight, head.tau, head.gamma, 0.0, 0)
+    grad, *_ = torch.ops.mn.inner_gradient_fwd(z, head.keys, head.values, head.weight, head.tau, head.gamma, 0.0, 0)
     phi = head.weight - head.inner_lr.abs() * grad
     via_op = head.tau * torch.nn.functional.cosine_similarity(z[:, None], phi, dim=-1)
     reference = mn.adapted_logits(z, head.keys, head.values, head.weight, head.tau, head.inner_lr.abs(),

@@ -43,8 +43,9 @@ def unavailable(device: torch.device) -> str | None:
 
 @torch.library.custom_op("mn::inner_gradient_fwd", mutates_args=())
 def inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
-                       entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """-> grad (B, C, n), inner_loss (B,), lse (B,) (attention log-normaliser, saved for backward)."""
+                       entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """-> grad (B, C, n), inner_loss (B,), and for the backward lse (B,) (attention log-normaliser) and
+    a (B, C) (a_ic = wh_c . U_ic, the projection's coefficient)."""
     return _kernels().inner_gradient_fwd(z, keys, values, weight, tau, gamma, entry_dropout, seed)
 
 
@@ -52,20 +53,20 @@ def inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, 
 def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
     B, C, n = z.shape[0], weight.shape[0], weight.shape[1]
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
-    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=acc)
+    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=acc), z.new_empty(B, C, dtype=acc)
 
 
 @torch.library.custom_op("mn::inner_gradient_bwd", mutates_args=())
 def inner_gradient_bwd(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Tensor, values: Tensor, weight: Tensor,
-                       tau: Tensor, grad: Tensor, inner_loss: Tensor, lse: Tensor, gamma: float,
+                       tau: Tensor, grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor, gamma: float,
                        entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> dz, dkeys, dvalues, dweight, dtau."""
-    return _kernels().inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse,
+    return _kernels().inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a,
                                          gamma, entry_dropout, seed)
 
 
 @inner_gradient_bwd.register_fake
-def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, gamma, entry_dropout, seed):
+def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, gamma, entry_dropout, seed):
     return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
 
@@ -74,10 +75,10 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(z, keys, values, weight, tau, *output)
 
 
-def _backward(ctx, dgrad, dloss, _dlse):
-    z, keys, values, weight, tau, grad, inner_loss, lse = ctx.saved_tensors
+def _backward(ctx, dgrad, dloss, _dlse, _da):
+    z, keys, values, weight, tau, grad, inner_loss, lse, a = ctx.saved_tensors
     dz, dkeys, dvalues, dweight, dtau = torch.ops.mn.inner_gradient_bwd(
-        dgrad.contiguous(), dloss.contiguous(), z, keys, values, weight, tau, grad, inner_loss, lse,
+        dgrad.contiguous(), dloss.contiguous(), z, keys, values, weight, tau, grad, inner_loss, lse, a,
         ctx.gamma, ctx.entry_dropout, ctx.seed)
     return dz, dkeys, dvalues, dweight, dtau, None, None, None
 
@@ -87,7 +88,7 @@ inner_gradient_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def inner_gradient_triton(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
     """The backend entry point: (grad (B, C, n), inner_loss (B,)), differentiable through the fused backward."""
-    grad, loss, _ = torch.ops.mn.inner_gradient_fwd(z.contiguous(), keys.contiguous(), values.contiguous(),
+    grad, loss, _, _ = torch.ops.mn.inner_gradient_fwd(z.contiguous(), keys.contiguous(), values.contiguous(),
                                                    weight.contiguous(), tau.reshape(()), float(gamma),
                                                    float(entry_dropout), int(seed))
     return grad, loss
