@@ -29,7 +29,7 @@ import mn_kernels.inner_gradient as kernels  # noqa: E402
 
 KERNELS = ("_lse_kernel", "_fwd_kernel", "_bwd_kernel")
 # Pointers that carry dot operands: they have the input dtype, every other pointer fp32 (fp64 for fp64 inputs).
-OPERAND_POINTERS = {"zh_ptr", "kh_ptr", "dU_ptr"}
+OPERAND_POINTERS = {"zh_ptr", "keys_ptr", "h_ptr"}
 TRITON_TYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
 
 

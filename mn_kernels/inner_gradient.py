@@ -70,7 +70,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mn.reference._common import normalize_rows, normalize_rows_bwd
+from mn.reference._common import normalize_rows, normalize_rows_bwd, row_rnorm
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # MN_AUTOTUNE=0 keeps the first candidate of each kernel: for test runs, where tuning every new shape would
@@ -121,12 +121,13 @@ _LSE_FLOAT64 = (16, 64, 4, 1)
 _FWD_NAMES = ("BLOCK_B", "BLOCK_C", "BLOCK_S")
 _FWD_CONFIGS = [(16, 4, 64, 8, 3), (16, 4, 64, 8, 2), (32, 2, 64, 8, 2), (64, 1, 128, 8, 2)]
 _FWD_FLOAT64 = (16, 4, 32, 8, 1)
-# Backward (bench/sm90_resources.py at 128,10000,100,256): BLOCK_S = 64 entries is the M side of both
-# per-class dots, the smallest that Hopper's warpgroup MMA (wgmma) takes; with BLOCK_B = 32 queries and 8
-# warps both run on wgmma and ptxas spills 12 bytes (fp32) / 4-16 (bf16), where 64-query blocks spill
-# 0.2-1 KiB; the 32-query dzh dot stays on mma.sync (1/C of the flops). fp32 operands need 224 KiB of
-# shared memory at num_stages = 1 (kh is kept in both wgmma operand orders); more stages do not fit at
-# fp32 and the tuner skips them there. All candidates share BLOCK_S: the launcher sizes the grid with it.
+# Backward (bench/sm90_resources.py at 128,10000,100,256; bench/results/sm90-static.md): BLOCK_S = 64
+# entries is the M side of both per-class dots, the smallest that Hopper's warpgroup MMA (wgmma) takes; with
+# 8 warps both run on wgmma, and only the (BLOCK_B x n) dzh dot stays on mma.sync (1/C of the flops).
+# ptxas spills (fp32 / bf16 operands): 636 / 4 bytes with 32-query blocks, 116 / 0 with 16; 64-query blocks
+# spill 0.2-1 KiB. fp32 operands need 224 KiB of shared memory at num_stages = 1 (kh is kept in both wgmma
+# operand orders); 2 stages exceed it at fp32 and the tuner skips them there. All candidates share BLOCK_S:
+# the launcher sizes the grid with it.
 _BWD_NAMES = ("BLOCK_B", "BLOCK_S")
 _BWD_CONFIGS = [(32, 64, 8, 1), (32, 64, 8, 2), (16, 64, 8, 1)]
 _BWD_FLOAT64 = (16, 64, 8, 1)
@@ -165,6 +166,17 @@ def _keep_mask(q, e, B, S, seed_mix, drop_threshold, HAS_DROPOUT: tl.constexpr):
 
 
 @triton.jit
+def _key_tile(keys_ptr, k_rnorm_ptr, cols, k, S, n):
+    """Normalised keys ``kh_j = k_j / max(||k_j||, eps)`` of entries ``cols`` (< S), (BLOCK_S, BLOCK_N) in the
+    compute dtype of ``k_rnorm``: the host passes the raw keys and their reciprocal norms, so no normalised
+    S x n copy of the dictionary is ever stored. Padding rows and columns are 0."""
+    keys = tl.load(keys_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
+                   mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0)
+    rnorm = tl.load(k_rnorm_ptr + cols, mask=cols < S, other=0.0)
+    return keys.to(rnorm.dtype) * rnorm[:, None]
+
+
+@triton.jit
 def _attention(zh, kh, lse, keep, PRECISION: tl.constexpr):
     """Final attention weights of one (query block, entry tile): ``w = exp(zh kh^T - lse)``, where the
     host has folded gamma into the query operand (``zh`` here is ``gamma * zh``: no fp32 scalar argument
@@ -191,7 +203,7 @@ def _class_rows(pid_b, pid_c, B, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr
 # ----------------------------------------------------------------------------------------------------
 @_autotune(_LSE_NAMES, _LSE_CONFIGS, _LSE_FLOAT64)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
-def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
+def _lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
                 B, S, C, n, seed_mix, drop_threshold, entries_per_split, s_bucket,
                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
                 HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
@@ -213,8 +225,7 @@ def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
     end = tl.minimum(start + entries_per_split, S)
     for j0 in range(start, end, BLOCK_S):
         cols = j0 + tl.arange(0, BLOCK_S)
-        kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
-                     mask=(cols[:, None] < end) & (k[None, :] < n), other=0.0)
+        kh = _key_tile(keys_ptr, k_rnorm_ptr, cols, k, end, n).to(zh.dtype)
         keep = _keep_mask(rows[:, None], cols[None, :], B, end, seed_mix, drop_threshold, HAS_DROPOUT)
         s = tl.dot(zh, tl.trans(kh), input_precision=PRECISION)
         s = tl.where(keep, s, float("-inf"))
@@ -228,7 +239,7 @@ def _lse_kernel(zh_ptr, kh_ptr, m_ptr, l_ptr,
 
 @_autotune(_FWD_NAMES, _FWD_CONFIGS, _FWD_FLOAT64)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
-def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr, a_ptr,
+def _fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr, a_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
                 BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
@@ -252,8 +263,7 @@ def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr
     loss = tl.zeros([BLOCK_B], dtype=acc_ty)
     for j0 in range(0, S, BLOCK_S):
         cols = j0 + tl.arange(0, BLOCK_S)
-        kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
-                     mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0)
+        kh = _key_tile(keys_ptr, k_rnorm_ptr, cols, k, S, n).to(zh.dtype)
         keep = _keep_mask(rows[:, None], cols[None, :], B, S, seed_mix, drop_threshold, HAS_DROPOUT)
         w = _attention(zh, kh, lse, keep, PRECISION)
         delta = tl.load(deltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :],
@@ -279,7 +289,7 @@ def _fwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr
 
 @_autotune(_BWD_NAMES, _BWD_CONFIGS, _BWD_FLOAT64)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
-def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_ptr,
+def _bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr, hw_ptr, wh_ptr, w_rnorm_ptr, dL_ptr, D_ptr,
                 dkh_ptr, dce_ptr, ddeltaT_ptr, dzh_part_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -290,6 +300,8 @@ def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_p
     Entry-major, like the dk/dv kernel of flash-attention 2: every tile is (entries x queries), so that the
     two big products of each class -- ``X_c^T = kh dU_c^T`` and ``dkh += (w delta_c)^T dU_c`` -- are plain
     2-D dots with the entry tile as their M side, and no 3-D (query, class, entry) tensor is formed.
+    ``dU_c = (dg_c - hw_c wh_c) / ||w_c||`` (``hw_ic = wh_c . dg_ic``) is formed from the incoming gradient
+    ``h = dg`` tile by tile, so no B x C x n dU is ever stored.
     Per entry tile, looping over query blocks and, inside, over every class:
     ``dkh`` (both terms), ``dce`` and ``ddelta`` of the tile, which the program owns outright; and this
     program's partial sum over its entries of ``dzh_i = sum_j ds_ij kh_j`` (gamma is applied on the host)
@@ -307,8 +319,7 @@ def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_p
     first_tile = pid * tiles // num_programs
     for t in range(first_tile, (pid + 1) * tiles // num_programs):
         cols = t * BLOCK_S + tl.arange(0, BLOCK_S)
-        kh = tl.load(kh_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
-                     mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0)
+        kh = _key_tile(keys_ptr, k_rnorm_ptr, cols, k, S, n).to(zh_ptr.dtype.element_ty)
         ce = tl.load(ce_ptr + cols, mask=cols < S, other=0.0)
         dkh = tl.zeros([BLOCK_S, BLOCK_N], dtype=acc_ty)
         dce = tl.zeros([BLOCK_S], dtype=acc_ty)
@@ -325,8 +336,11 @@ def _bwd_kernel(zh_ptr, kh_ptr, deltaT_ptr, ce_ptr, lse_ptr, dU_ptr, dL_ptr, D_p
 
             rT = tl.zeros([BLOCK_S, BLOCK_B], dtype=acc_ty)                         # sum_c w_ij delta_jc X_icj
             for c in range(0, C):
-                dU = tl.load(dU_ptr + (rows[:, None].to(tl.int64) * C + c) * n + k[None, :],
-                             mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+                h = tl.load(h_ptr + (rows[:, None].to(tl.int64) * C + c) * n + k[None, :],
+                            mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0).to(acc_ty)
+                hw = tl.load(hw_ptr + rows.to(tl.int64) * C + c, mask=rows < B, other=0.0)
+                wh = tl.load(wh_ptr + c * n + k, mask=k < n, other=0.0)
+                dU = ((h - hw[:, None] * wh[None, :]) * tl.load(w_rnorm_ptr + c)).to(zh.dtype)   # P_c dg_ic
                 delta = tl.load(deltaT_ptr + c * S + cols, mask=cols < S, other=0.0)
                 xT = tl.dot(kh, tl.trans(dU), input_precision=PRECISION)           # X_icj = dU_ic . kh_j
                 wx = wT * xT
@@ -377,6 +391,15 @@ def _hash_args(B, entry_dropout, seed):
     return threshold > 0, mix, threshold
 
 
+def multiprocessors(device: torch.device) -> int | None:
+    """The SM count that the launch grids fill: the GPU's, or None in the interpreter (CPU), where the
+    launchers use a few programs to exercise their multi-program paths. bench/step_memory.py replaces it to
+    size the grids of a GPU while counting the launchers' allocations on the CPU."""
+    if _INTERPRET or device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 class _Setup:
     """Per-call preparation shared by forward and backward: hats, per-entry softmax/CE, launch constants."""
 
@@ -396,25 +419,27 @@ class _Setup:
         self.gamma = float(gamma)
         self.tau = tau.to(ct)
         self.zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(ct))
-        self.kh, self.k_rnorm, self.k_clamped = normalize_rows(keys.to(ct))
+        # Keys stay raw: the kernels normalise each tile as they load it (no S x n copy of the dictionary).
+        self.keys = keys.contiguous()
+        self.k_rnorm, self.k_clamped = row_rnorm(keys, ct)
         self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(ct))
         # Per-entry quantities are kept class-major (C x S, "T" = transposed), the layout the kernels read
         # (contiguous entry tiles per class) and the one the matmul produces: no transposed copies.
-        self.vT = values.to(ct).t()                                       # a view
-        self.cosT = self.wh @ self.kh.t()                                 # kh_j . wh_c   (C x S)
-        self.logpT = torch.log_softmax(self.tau * self.cosT, dim=0)
-        self.pT = self.logpT.exp()
-        self.ce = -(self.vT * self.logpT).sum(0)
         # d ce / d l = sigma p - v with sigma = sum_c v (= 1 for probabilities): the exact derivative
         # also off the simplex, so that the backward matches autograd for any values.
+        self.vT = values.to(ct).t()                                       # a view
         self.sigma = self.vT.sum(0, keepdim=True)                         # (1, S)
-        self.deltaT = (self.tau * (self.sigma * self.pT - self.vT)).contiguous()
+        # Only what the kernels read is kept (ce, delta); the backward recomputes cos, log p and p after its
+        # kernel (one C x n x S product) instead of holding three more C x S arrays through it.
+        logpT, pT = self.entry_softmax()
+        self.ce = -torch.einsum("cs,cs->s", self.vT, logpT)
+        del logpT
+        self.deltaT = pT.mul_(self.sigma).sub_(self.vT).mul_(self.tau)   # tau (sigma p - v), in p's buffer
         # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
         # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
         # The interpreter (triton 3.9) computes bfloat16 tl.dot wrongly, so there bf16 operands go as fp32.
         self.op_dtype = torch.float32 if _INTERPRET and z.dtype == torch.bfloat16 else z.dtype
         self.zs_op = (self.gamma * self.zh).to(self.op_dtype).contiguous()
-        self.kh_op = self.kh.to(self.op_dtype).contiguous()
         self.has_dropout, self.seed_mix, self.threshold = _hash_args(B, entry_dropout, seed)
         self.precision = dot_precision(z.dtype)
         self.block_n = max(16, triton.next_power_of_2(n))
@@ -422,20 +447,25 @@ class _Setup:
                            s_bucket=triton.next_power_of_2(S))
         self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=self.has_dropout, PRECISION=self.precision)
 
+    def entry_softmax(self):
+        """Per entry, class-major (C x S): log p_j = log_softmax_c(tau cos_j) with cos_jc = kh_j . wh_c, and p_j."""
+        logitsT = (self.wh @ self.keys.t().to(self.ct)).mul_(self.k_rnorm.t() * self.tau)
+        logpT = torch.log_softmax(logitsT, dim=0)
+        del logitsT
+        return logpT, logpT.exp()
+
     def lse(self):
         B, S = self.B, self.S
         # Enough entry splits to give every SM work; each split a multiple of the largest BLOCK_S.
-        if _INTERPRET or not self.zh.is_cuda:
-            target = 2  # exercises the split combine in interpreter tests
-        else:
-            target = 2 * torch.cuda.get_device_properties(self.zh.device).multi_processor_count
+        # (In the interpreter 2 splits exercise the split combine in the tests.)
+        target = 2 * (multiprocessors(self.zh.device) or 1)
         splits = max(1, min(triton.cdiv(S, 128), target // triton.cdiv(B, 16)))
         per_split = triton.cdiv(triton.cdiv(S, splits), 128) * 128
         splits = triton.cdiv(S, per_split)
         m = torch.empty(splits, B, device=self.zh.device, dtype=self.ct)
         l = torch.empty_like(m)
         grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), splits)
-        _lse_kernel[grid](self.zs_op, self.kh_op, m, l, B, S, self.C, self.n, entries_per_split=per_split,
+        _lse_kernel[grid](self.zs_op, self.keys, self.k_rnorm.reshape(S), m, l, B, S, self.C, self.n, entries_per_split=per_split,
                           **self.consts, **self.meta)
         return torch.logsumexp(m + l.log(), dim=0)  # l = 0 (all dropped) -> -inf, never NaN
 
@@ -453,7 +483,7 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
     loss = torch.empty(B, device=z.device, dtype=z.dtype)
     a = torch.empty(B, C, device=z.device, dtype=st.ct)
     grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, meta["BLOCK_C"]))
-    _fwd_kernel[grid](st.zs_op, st.kh_op, st.deltaT, st.ce, lse, st.wh,
+    _fwd_kernel[grid](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse, st.wh,
                       st.w_rnorm.reshape(C).contiguous(), grad, loss, a, B, S, C, n,
                       **st.consts, **st.meta)
     return grad, loss, lse, a
@@ -469,49 +499,61 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     if dgrad.shape != (B, C, n) or grad.shape != (B, C, n) or dloss.shape != (B,) or inner_loss.shape != (B,) \
             or lse.shape != (B,) or a.shape != (B, C):
         raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}, a {(B, C)}")
-    h, g, dL = dgrad.to(ct), grad.to(ct), dloss.to(ct).contiguous()
+    # Written to allocate no B x C x n temporary at all (extra-memory budget): the kernel forms
+    # dU = P_c dg tile by tile from dg itself, and every B x C x n contraction here is a batched product.
+    h, g, dL = dgrad.contiguous(), grad.to(ct), dloss.to(ct).contiguous()
     wh, w_rnorm = st.wh, st.w_rnorm                                     # (C, n), (C, 1)
-    # Written to allocate no B x C x n temporaries besides dU itself (extra-memory budget).
-    b = torch.einsum("bcn,cn->bc", h, wh)                               # wh_c . dg_ic
-    dU = torch.addcmul(h, b[..., None], wh, value=-1).mul_(w_rnorm)     # P_c dg_ic
-    D = torch.einsum("bk,bk->b", g.reshape(B, -1), h.reshape(B, -1)) + dL * inner_loss.to(ct)
-    dU_op = dU.to(st.op_dtype).contiguous()
+    hc = h.to(ct)                                                       # a copy only for bf16 / fp16 dg
+    hw = torch.einsum("bcn,cn->bc", hc, wh).contiguous()                # wh_c . dg_ic
+    hg = torch.einsum("rk,rk->r", hc.reshape(-1, n), g.reshape(-1, n)).view(B, C)   # dg_ic . grad_ic
+    del hc
+    D = hg.sum(1) + dL * inner_loss.to(ct)
     lse = lse.to(ct).contiguous()
 
     # P programs, each owning a contiguous group of entry tiles: the fewest programs that still give no SM
     # more than ceil(tiles / SMs) tiles (the kernel's time), since each one costs a B x n dzh partial.
     # Every program gets at least one tile (so that it writes its partial).
-    if _INTERPRET or not z.is_cuda:
-        target = 3  # exercises multi-tile programs and the partial reduction in interpreter tests
-    else:
-        target = torch.cuda.get_device_properties(z.device).multi_processor_count
+    # (In the interpreter 3 programs exercise multi-tile programs and the partial reduction in the tests.)
+    target = multiprocessors(z.device) or 3
     tiles = triton.cdiv(S, _bwd_kernel.configs[0].kwargs["BLOCK_S"])
     programs = triton.cdiv(tiles, triton.cdiv(tiles, target))
     dkh = torch.empty(S, n, device=z.device, dtype=ct)
     dce = torch.empty(S, device=z.device, dtype=ct)
     ddeltaT = torch.empty(C, S, device=z.device, dtype=ct)
     dzh_part = torch.empty(programs, B, n, device=z.device, dtype=ct)
-    _bwd_kernel[(programs,)](st.zs_op, st.kh_op, st.deltaT, st.ce, lse, dU_op, dL, D,
-                             dkh, dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
+    _bwd_kernel[(programs,)](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse, h, hw, wh,
+                             w_rnorm.reshape(C).contiguous(), dL, D, dkh, dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
     dzh = st.gamma * dzh_part.sum(0)
-    a = a.to(ct)
+    del dzh_part, st.deltaT
 
     # Per entry, class-major like the forward: delta = tau (sigma p - v), ce = -sum v log p,
-    # p = softmax(tau * cos); O(S C + S C n).
-    tau_, p, v, logp, sigma = st.tau, st.pT, st.vT, st.logpT, st.sigma
-    dp = tau_ * sigma * ddeltaT
-    dtau = ((sigma * p - v) * ddeltaT).sum()
-    dvT = tau_ * ((p * ddeltaT).sum(0, keepdim=True) - ddeltaT) - dce[None, :] * logp
-    dl = p * (dp - (p * dp).sum(0, keepdim=True)) + dce[None, :] * (sigma * p - v)
-    dtau = dtau + (dl * st.cosT).sum()
-    dkh = dkh + tau_ * (dl.t() @ wh)
-    dwh = tau_ * (dl @ st.kh)
-    # The P_c term of the projection (u = ||w|| grad + a wh written out), summed over the batch.
-    dW_proj = -w_rnorm * ((h * g).sum((0, 2))[:, None] * wh + torch.einsum("bc,bcn->cn", b, g)
-                          + torch.einsum("bc,bcn->cn", a, dU))
+    # p = softmax(tau * cos); O(S C + S C n). In place where a C x S array is not needed again, so that at
+    # most four are alive at once.
+    tau_, v, sigma = st.tau, st.vT, st.sigma
+    logpT, p = st.entry_softmax()
+    dv = torch.empty(S, C, device=z.device, dtype=ct)                 # written through its transpose dvT
+    dvT = torch.sub(torch.linalg.vecdot(p, ddeltaT, dim=0)[None, :], ddeltaT, out=dv.t()).mul_(tau_)
+    dvT.addcmul_(dce[None, :].expand_as(logpT), logpT, value=-1)        # - dce log p
+    del logpT
+    q = torch.mul(p, sigma).sub_(v)                                     # sigma p - v
+    dtau = torch.einsum("cs,cs->", q, ddeltaT)
+    dp = ddeltaT.mul_(sigma).mul_(tau_)                                 # tau sigma ddelta, in ddelta's buffer
+    dl = dp.sub_(torch.linalg.vecdot(p, dp, dim=0)[None, :]).mul_(p)      # p (dp - sum_c p dp), in place
+    dl.addcmul_(dce[None, :].expand_as(q), q)                           # + dce (sigma p - v)
+    del p, q
+    dkh.addmm_(dl.t(), tau_ * wh)                                       # + tau dl^T wh
+    dlk = dl.mul_(st.k_rnorm.t()) @ st.keys.to(ct)                      # sum_j dl_jc kh_j, kh = keys / ||keys||
+    del dl
+    dtau = dtau + (dlk * wh).sum()                                      # + sum_jc dl_jc cos_jc
+    dwh = tau_ * dlk
+    # The P_c term of the projection (u = ||w|| grad + a wh written out), summed over the batch, with
+    # sum_i a_ic dU_ic = (sum_i a_ic dg_ic - (sum_i a_ic hw_ic) wh_c) / ||w_c||.
+    a = a.to(ct)
+    dW_proj = -w_rnorm * (hg.sum(0)[:, None] * wh + torch.einsum("bc,bcn->cn", hw, g)
+                          + w_rnorm * (torch.einsum("bc,bcn->cn", a, h.to(ct)) - (a * hw).sum(0)[:, None] * wh))
 
-    dz = normalize_rows_bwd(st.zh, st.z_rnorm, st.z_clamped, dzh)
-    dkeys = normalize_rows_bwd(st.kh, st.k_rnorm, st.k_clamped, dkh)
-    dweight = normalize_rows_bwd(wh, w_rnorm, st.w_clamped, dwh) + dW_proj
+    dz = normalize_rows_bwd(z.to(ct), st.z_rnorm, st.z_clamped, dzh)
+    dkeys = normalize_rows_bwd(st.keys.to(ct), st.k_rnorm, st.k_clamped, dkh, out=dkh)
+    dweight = normalize_rows_bwd(weight.to(ct), w_rnorm, st.w_clamped, dwh) + dW_proj
     dt = z.dtype
-    return dz.to(dt), dkeys.to(dt), dvT.t().to(dt).contiguous(), dweight.to(dt), dtau.to(dt)
+    return dz.to(dt), dkeys.to(dt), dv.to(dt), dweight.to(dt), dtau.to(dt)

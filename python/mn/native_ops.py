@@ -257,9 +257,9 @@ def _backward_generic(dgrad, dloss, z, keys, values, weight, tau, grad, inner_lo
     dW_proj = -w_rnorm * (gh.sum((0, 2))[:, None] * wh + (b[..., None] * g).sum(0)
                           + (a.to(ct)[..., None] * dU).sum(0))
 
-    dz = normalize_rows_bwd(prep.zh, prep.z_rnorm, prep.z_clamped, dzh)
-    dkeys = normalize_rows_bwd(prep.kh, prep.k_rnorm, prep.k_clamped, dkh)
-    dweight = normalize_rows_bwd(wh, w_rnorm, prep.w_clamped, dwh) + dW_proj
+    dz = normalize_rows_bwd(z.to(ct), prep.z_rnorm, prep.z_clamped, dzh)
+    dkeys = normalize_rows_bwd(keys.to(ct), prep.k_rnorm, prep.k_clamped, dkh)
+    dweight = normalize_rows_bwd(weight.to(ct), w_rnorm, prep.w_clamped, dwh) + dW_proj
     return (dz.to(z.dtype), dkeys.to(keys.dtype), dv.to(values.dtype), dweight.to(weight.dtype),
             dtau.reshape(tau.shape).to(tau.dtype))
 
