@@ -4,7 +4,7 @@ For each (B, S, C, n): the inner_gradient forward, its backward (given random co
 training step (adapted logits, outer cross-entropy, backward into every input); on `triton` with fp32 inputs
 (TF32 dots, the PyTorch default for matmuls here) and with bf16 inputs, and on the `torch` and `autograd`
 references (fp32, TF32 allowed) measured in the same run. Speedups are the references' step time over
-each Triton step. Peak memory is the step's allocation above its inputs; TFLOP/s counts 4 x 2·B·S·C·n
+each Triton step; the `unchecked` rows (first config) price the value checks' synchronisation. Peak memory is the step's allocation above its inputs; TFLOP/s counts 4 x 2·B·S·C·n
 per step (forward contraction and the three backward ones). OOM is reported as OOM.
 
     python bench/bench_gpu.py [--configs 128,10000,100,256 ...] [--out FILE.md]
@@ -38,6 +38,9 @@ CONFIGS = [(128, 10000, 100, 256), (128, 5000, 10, 256), (128, 10000, 200, 256),
 IMPLS = [("triton tf32", "triton", torch.float32), ("triton bf16", "triton", torch.bfloat16),
          ("native fp32", "native", torch.float32),
          ("torch", "torch", torch.float32), ("autograd", "autograd", torch.float32)]
+# Value checks off (`mn.set_value_checks(False)`), first config only: prices the one synchronisation per call
+# that the checks cost (every other row runs with them on, the default).
+UNCHECKED = [("triton tf32 unchecked", "triton", torch.float32), ("triton bf16 unchecked", "triton", torch.bfloat16)]
 # Three inner steps (ft:3), first config only: steps 2-3 have per-example weights, which the fused kernels do
 # not take, so on `triton` they run on the `torch` reference; this row prices that.
 STEPS3 = [("triton tf32 ft:3", "triton", torch.float32), ("torch ft:3", "torch", torch.float32),
@@ -89,10 +92,11 @@ def peak_step_mib(step) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def measure(cfg, backend, dtype, inner_steps=1):
+def measure(cfg, backend, dtype, inner_steps=1, value_checks=True):
     """{'fwd', 'bwd', 'step': median ms, 'mem': peak MiB of a step} or {'error': ...}; with inner_steps > 1
     only the step (the op's own forward and backward do not depend on it)."""
     B, S, C, n = cfg
+    checks_before = mn.set_value_checks(value_checks)
     try:
         inputs, target = make_head_inputs(B, S, C, n, dtype)
         z, keys, values, weight, tau, alpha = inputs
@@ -118,6 +122,7 @@ def measure(cfg, backend, dtype, inner_steps=1):
     except torch.cuda.OutOfMemoryError:
         return {"error": "OOM"}
     finally:
+        mn.set_value_checks(checks_before)
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
 
@@ -142,6 +147,8 @@ def main(argv=None):
              f"python {platform.python_version()}",
              f"- median ms (triton.testing.do_bench; calls over {SLOW_MS:.0f} ms: median of 3 timed calls); "
              "step = adapted logits + CE + backward; gamma 5, one inner step",
+             "- argument value checks on (mn's default: one device synchronisation per call), except the "
+             "`unchecked` rows (mn.set_value_checks(False))",
              *(f"- not measured: {label} ({why})" for label, why in skipped.items()),
              "", "| B,S,C,n | impl | fwd ms | bwd ms | step ms | vs torch | vs autograd | peak MiB | TFLOP/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -170,6 +177,9 @@ def main(argv=None):
 
     for k, cfg in enumerate(configs):
         results = {label: measure(cfg, backend, dtype) for label, backend, dtype in impls}
+        if k == 0:
+            results |= {label: measure(cfg, backend, dtype, value_checks=False)
+                        for label, backend, dtype in UNCHECKED if label.removesuffix(" unchecked") in results}
         emit_rows(cfg, results, ("torch", "autograd"), 4 * 2 * cfg[0] * cfg[1] * cfg[2] * cfg[3])
         if k == 0 and args.steps3:
             results = {label: measure(cfg, backend, dtype, inner_steps=3) for label, backend, dtype in STEPS3}

@@ -84,3 +84,44 @@ def test_generic_rejects_wrong_input_width():
     m = mn.MetaNeighborhoods(torch.nn.Linear(3, 2), 3, 2, 5)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
         m(torch.randn(4, 2))
+
+
+@pytest.fixture
+def value_checks_off():
+    previous = mn.set_value_checks(False)
+    yield
+    mn.set_value_checks(previous)
+
+
+def test_value_checks_can_be_turned_off(value_checks_off):
+    # Without value checks a NaN query or rate is not rejected (what it yields is then undefined) ...
+    _call(z=torch.tensor([[float("nan")] * 5] * 3))
+    inputs = make_inputs(3, 8, 4, 5, dtype=torch.float32)
+    mn.adapted_logits(*inputs, torch.tensor(float("nan")), gamma=5.0)
+    # ... while shapes, dtypes and devices are still checked.
+    with pytest.raises(ValueError, match=r"weight must have shape \(4, 5\)"):
+        _call(weight=torch.randn(4, 6))
+    with pytest.raises(ValueError, match=r"alpha must be a scalar"):
+        mn.adapted_logits(*inputs, torch.ones(3), gamma=5.0)
+
+
+def test_set_value_checks_returns_the_previous_setting_and_rejects_non_bools():
+    assert mn.set_value_checks(False) is True
+    try:
+        assert mn.set_value_checks(True) is False
+        with pytest.raises(ValueError, match="z contains NaN or Inf"):
+            _call(z=torch.tensor([[float("nan")] * 5] * 3))
+    finally:
+        mn.set_value_checks(True)
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        mn.set_value_checks(0)
+
+
+def test_adapted_logits_checks_operands_and_alpha_in_one_synchronisation(monkeypatch):
+    """One read-back per call: the flags of z, keys, values, weight, tau and alpha are stacked together."""
+    import mn._validate as validate
+    reads = []
+    original = validate._check_values
+    monkeypatch.setattr(validate, "_check_values", lambda named: (reads.append(sorted(named)), original(named)))
+    mn.adapted_logits(*make_inputs(3, 8, 4, 5, dtype=torch.float32), torch.tensor(0.1), gamma=5.0)
+    assert reads == [sorted(NAMES + ["alpha"])]

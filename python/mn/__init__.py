@@ -5,9 +5,11 @@ Layers:          MetaNeighborhoodsHead, CosineClassifier, DotClassifier,
                  MetaNeighborhoodsClassifier                           (layers.py)
                  MetaNeighborhoods (any output network f_phi)          (generic.py)
 Backends:        available_backends, resolve_backend                   (backends.py)
+Checks:          set_value_checks (argument value checks on/off)       (_validate.py)
 Analysis:        mn.analysis (interpretability helpers; the paper's figures: `mn analyze`)
 """
 from . import analysis
+from ._validate import set_value_checks
 from .backends import available_backends, resolve_backend
 from .functional import adapted_logits, adapted_weights, inner_gradient
 from .generic import MetaNeighborhoods
@@ -17,5 +19,5 @@ from .layers import (ClassifierOutput, CosineClassifier, DotClassifier, MetaNeig
 __all__ = [
     "inner_gradient", "adapted_weights", "adapted_logits", "available_backends", "resolve_backend",
     "MetaNeighborhoodsHead", "CosineClassifier", "DotClassifier", "MetaNeighborhoodsClassifier", "ClassifierOutput",
-    "MetaNeighborhoods",
+    "MetaNeighborhoods", "set_value_checks",
 ]

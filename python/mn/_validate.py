@@ -8,6 +8,19 @@ import numbers
 import torch
 
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+_VALUE_CHECKS = True
+
+
+def set_value_checks(enabled: bool) -> bool:
+    """Turns the value checks of every op (finite entries, no zero-norm row, values on the simplex) on or
+    off; returns the previous setting. On by default. They read data back, one device synchronisation per
+    call: on a GPU that stalls the host until the queued work is done, so a training loop that has
+    validated its inputs may turn them off for speed. Shape, dtype and device checks always run."""
+    global _VALUE_CHECKS
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    previous, _VALUE_CHECKS = _VALUE_CHECKS, enabled
+    return previous
 
 
 def _tensor(name: str, x) -> torch.Tensor:
@@ -59,11 +72,12 @@ def check_dropout(entry_dropout, seed) -> None:
         raise ValueError(f"seed must be None or an integer in [0, 2**63), got {seed!r}")
 
 
-def check_inner_inputs(z, keys, values, weight, tau, gamma, *, per_example_weight: bool = False):
-    """Checks the operands of `inner_gradient`; returns (B, S, C, n).
+def check_inner_inputs(z, keys, values, weight, tau, gamma, *, alpha=None, per_example_weight: bool = False):
+    """Checks the operands of `inner_gradient`, and the inner rate `alpha` if given; returns (B, S, C, n).
 
     z (B, n), keys (S, n), values (S, C) row-probabilities, weight (C, n) -- or (B, C, n) when
-    per_example_weight --, tau a one-element tensor; one floating dtype and one device for all.
+    per_example_weight --, tau a one-element tensor; one floating dtype and one device for all; alpha a
+    scalar, (n,) or (C, n) tensor. The value checks of all of them share one synchronisation.
     """
     named = {"z": z, "keys": keys, "values": values, "weight": weight, "tau": tau}
     for name, x in named.items():
@@ -94,17 +108,19 @@ def check_inner_inputs(z, keys, values, weight, tau, gamma, *, per_example_weigh
     if tau.numel() != 1:
         raise ValueError(f"tau must be a scalar (one-element) tensor, got shape {tuple(tau.shape)}")
     check_positive("gamma", gamma)
-    if not torch.compiler.is_compiling():    # value checks read data: a graph break; compiled code skips them
+    if alpha is not None:
+        _check_alpha_shape(alpha, C, n, z)
+        named["alpha"] = alpha
+    # Value checks read data: a graph break, so compiled code skips them.
+    if _VALUE_CHECKS and not torch.compiler.is_compiling():
         _check_values(named)
     return B, S, C, n
 
 
-def check_alpha(alpha, C: int, n: int, like: torch.Tensor) -> None:
+def _check_alpha_shape(alpha, C: int, n: int, like: torch.Tensor) -> None:
     _tensor("alpha", alpha)
     if alpha.dtype != like.dtype or alpha.device != like.device:
         raise TypeError(f"alpha must match z's dtype and device ({like.dtype}, {like.device}), "
                         f"got ({alpha.dtype}, {alpha.device})")
     if tuple(alpha.shape) not in {(), (1,), (n,), (C, n)}:
         raise ValueError(f"alpha must be a scalar, shape (n,) = ({n},) or (C, n) = ({C}, {n}), got {tuple(alpha.shape)}")
-    if not torch.compiler.is_compiling():
-        _check_values({"alpha": alpha})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_alpha, check_dropout, check_inner_inputs, check_positive
+from ._validate import check_dropout, check_inner_inputs, check_positive
 from .backends import BACKENDS, get_backend
 from .reference._common import EPS, normalize
 
@@ -43,8 +43,7 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
     """(phi_{T-1}, grad_T): the weights before the last inner step -- weight (C, n) itself when T = 1, else
     per-example (B, C, n) -- and the last step's gradient (B, C, n). Checks every argument."""
     tau = _as_tau(tau, z)
-    B, S, C, n = check_inner_inputs(z, keys, values, weight, tau, gamma)
-    check_alpha(alpha, C, n, z)
+    check_inner_inputs(z, keys, values, weight, tau, gamma, alpha=alpha)
     check_dropout(entry_dropout, seed)
     check_positive("inner_steps", inner_steps, integer=True)
     first = get_backend(backend, z.device)
