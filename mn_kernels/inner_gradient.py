@@ -401,9 +401,16 @@ def multiprocessors(device: torch.device) -> int | None:
 
 
 class _Setup:
-    """Per-call preparation shared by forward and backward: hats, per-entry softmax/CE, launch constants."""
+    """Per-call preparation shared by forward and backward: row norms, per-entry delta and ce, launch constants.
 
-    def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed):
+    The forward computes the tensors of ``SAVED`` and returns them (``saved()``); the backward takes them back
+    (``saved=``) instead of recomputing them: O(B n + C n + S C) memory between the two, and the backward's
+    host work shrinks by the normalisations and the per-entry softmax."""
+
+    SAVED = ("zs_op", "z_rnorm", "z_clamped", "wh", "w_rnorm", "w_clamped", "k_rnorm", "k_clamped", "sigma", "ce",
+             "deltaT")
+
+    def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None):
         for name, t in (("keys", keys), ("values", values), ("weight", weight), ("tau", tau)):
             if t.dtype != z.dtype or t.device != z.device:
                 raise ValueError(f"{name} must have z's dtype {z.dtype} and device {z.device}, "
@@ -418,34 +425,48 @@ class _Setup:
         self.ct = ct
         self.gamma = float(gamma)
         self.tau = tau.to(ct)
-        self.zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(ct))
         # Keys stay raw: the kernels normalise each tile as they load it (no S x n copy of the dictionary).
         self.keys = keys.contiguous()
-        self.k_rnorm, self.k_clamped = row_rnorm(keys, ct)
-        self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(ct))
         # Per-entry quantities are kept class-major (C x S, "T" = transposed), the layout the kernels read
         # (contiguous entry tiles per class) and the one the matmul produces: no transposed copies.
-        # d ce / d l = sigma p - v with sigma = sum_c v (= 1 for probabilities): the exact derivative
-        # also off the simplex, so that the backward matches autograd for any values.
         self.vT = values.to(ct).t()                                       # a view
-        self.sigma = self.vT.sum(0, keepdim=True)                         # (1, S)
-        # Only what the kernels read is kept (ce, delta); the backward recomputes cos, log p and p after its
-        # kernel (one C x n x S product) instead of holding three more C x S arrays through it.
-        logpT, pT = self.entry_softmax()
-        self.ce = -torch.einsum("cs,cs->s", self.vT, logpT)
-        del logpT
-        self.deltaT = pT.mul_(self.sigma).sub_(self.vT).mul_(self.tau)   # tau (sigma p - v), in p's buffer
         # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
-        # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
         # The interpreter (triton 3.9) computes bfloat16 tl.dot wrongly, so there bf16 operands go as fp32.
         self.op_dtype = torch.float32 if _INTERPRET and z.dtype == torch.bfloat16 else z.dtype
-        self.zs_op = (self.gamma * self.zh).to(self.op_dtype).contiguous()
+        if saved is not None:
+            if len(saved) != len(self.SAVED):
+                raise ValueError(f"expected the forward's {len(self.SAVED)} saved tensors, got {len(saved)}")
+            for name, t in zip(self.SAVED, saved):
+                setattr(self, name, t)
+        else:
+            self._prepare(z, weight)
         self.has_dropout, self.seed_mix, self.threshold = _hash_args(B, entry_dropout, seed)
         self.precision = dot_precision(z.dtype)
         self.block_n = max(16, triton.next_power_of_2(n))
         self.consts = dict(seed_mix=self.seed_mix, drop_threshold=self.threshold,
                            s_bucket=triton.next_power_of_2(S))
         self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=self.has_dropout, PRECISION=self.precision)
+
+    def _prepare(self, z, weight):
+        ct = self.ct
+        zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(ct))
+        # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
+        self.zs_op = (self.gamma * zh).to(self.op_dtype).contiguous()
+        self.k_rnorm, self.k_clamped = row_rnorm(self.keys, ct)
+        self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(ct))
+        # d ce / d l = sigma p - v with sigma = sum_c v (= 1 for probabilities): the exact derivative
+        # also off the simplex, so that the backward matches autograd for any values.
+        self.sigma = self.vT.sum(0, keepdim=True)                         # (1, S)
+        # Only what the kernels read is kept (ce, delta); the backward recomputes log p and p after its
+        # kernel (one C x n x S product) instead of holding two more C x S arrays through it.
+        logpT, pT = self.entry_softmax()
+        self.ce = -torch.einsum("cs,cs->s", self.vT, logpT)
+        del logpT
+        self.deltaT = pT.mul_(self.sigma).sub_(self.vT).mul_(self.tau)   # tau (sigma p - v), in p's buffer
+
+    def saved(self) -> list:
+        """The tensors the backward takes back (``SAVED``, in order)."""
+        return [getattr(self, name) for name in self.SAVED]
 
     def entry_softmax(self):
         """Per entry, class-major (C x S): log p_j = log_softmax_c(tau cos_j) with cos_jc = kh_j . wh_c, and p_j."""
@@ -458,15 +479,15 @@ class _Setup:
         B, S = self.B, self.S
         # Enough entry splits to give every SM work; each split a multiple of the largest BLOCK_S.
         # (In the interpreter 2 splits exercise the split combine in the tests.)
-        target = 2 * (multiprocessors(self.zh.device) or 1)
+        target = 2 * (multiprocessors(self.keys.device) or 1)
         splits = max(1, min(triton.cdiv(S, 128), target // triton.cdiv(B, 16)))
         per_split = triton.cdiv(triton.cdiv(S, splits), 128) * 128
         splits = triton.cdiv(S, per_split)
-        m = torch.empty(splits, B, device=self.zh.device, dtype=self.ct)
+        m = torch.empty(splits, B, device=self.keys.device, dtype=self.ct)
         l = torch.empty_like(m)
         grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), splits)
-        _lse_kernel[grid](self.zs_op, self.keys, self.k_rnorm.reshape(S), m, l, B, S, self.C, self.n, entries_per_split=per_split,
-                          **self.consts, **self.meta)
+        _lse_kernel[grid](self.zs_op, self.keys, self.k_rnorm.reshape(S), m, l, B, S, self.C, self.n,
+                          entries_per_split=per_split, **self.consts, **self.meta)
         return torch.logsumexp(m + l.log(), dim=0)  # l = 0 (all dropped) -> -inf, never NaN
 
 
@@ -475,7 +496,8 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
 
     Raw (un-normalised) inputs; all contiguous, same floating dtype and device.
     Returns grad (B,C,n) and inner_loss (B,) in the input dtype, and what the backward needs, in float32
-    (float64 for float64 inputs): lse (B,), the attention log-normaliser, and a (B,C), a_ic = wh_c . U_ic."""
+    (float64 for float64 inputs; the query operand in the dot dtype): lse (B,), the attention log-normaliser,
+    a (B,C), a_ic = wh_c . U_ic, and the preparation (a list, ``_Setup.SAVED``)."""
     st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
     B, S, C, n = st.B, st.S, st.C, st.n
     lse = st.lse()
@@ -486,15 +508,15 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
     _fwd_kernel[grid](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse, st.wh,
                       st.w_rnorm.reshape(C).contiguous(), grad, loss, a, B, S, C, n,
                       **st.consts, **st.meta)
-    return grad, loss, lse, a
+    return grad, loss, lse, a, st.saved()
 
 
-def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, gamma: float,
+def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, saved, gamma: float,
                        entry_dropout: float = 0.0, seed: int = 0):
-    """dgrad (B,C,n), dloss (B,); z..tau as in the forward; grad, inner_loss, lse, a: the forward's outputs.
+    """dgrad (B,C,n), dloss (B,); z..tau as in the forward; grad, inner_loss, lse, a, saved: the forward's outputs.
 
     Returns (dz (B,n), dkeys (S,n), dvalues (S,C), dweight (C,n), dtau 0-d), each in its input's dtype."""
-    st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+    st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=saved)
     B, S, C, n, ct = st.B, st.S, st.C, st.n, st.ct
     if dgrad.shape != (B, C, n) or grad.shape != (B, C, n) or dloss.shape != (B,) or inner_loss.shape != (B,) \
             or lse.shape != (B,) or a.shape != (B, C):
@@ -524,7 +546,7 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     _bwd_kernel[(programs,)](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse, h, hw, wh,
                              w_rnorm.reshape(C).contiguous(), dL, D, dkh, dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
     dzh = st.gamma * dzh_part.sum(0)
-    del dzh_part, st.deltaT
+    del dzh_part
 
     # Per entry, class-major like the forward: delta = tau (sigma p - v), ce = -sum v log p,
     # p = softmax(tau * cos); O(S C + S C n). In place where a C x S array is not needed again, so that at

@@ -52,8 +52,8 @@ def run_both(B, S, C, n, dtype, gamma=5.0, p=0.0, seed=0):
     back_r = torch.autograd.grad((grad_r * dgrad).sum() + (loss_r * dloss).sum(), ref_in)
 
     dev_in = [t.to(DEVICE, dtype) for t in inputs]
-    grad, loss, lse, a = inner_gradient_fwd(*dev_in, gamma, entry_dropout=p, seed=seed)
-    back = inner_gradient_bwd(dgrad.to(DEVICE, dtype), dloss.to(DEVICE, dtype), *dev_in, grad, loss, lse, a,
+    grad, loss, lse, a, saved = inner_gradient_fwd(*dev_in, gamma, entry_dropout=p, seed=seed)
+    back = inner_gradient_bwd(dgrad.to(DEVICE, dtype), dloss.to(DEVICE, dtype), *dev_in, grad, loss, lse, a, saved,
                               gamma, entry_dropout=p, seed=seed)
     out = [grad, loss, *back, a]
     ref = [grad_r, loss_r, *back_r, projection_coefficient(*inputs, gamma, keep)]
@@ -188,7 +188,7 @@ def test_hash_mask_seen_by_forward():
     weight = torch.randn(C, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     tau = torch.tensor(2.0, dtype=torch.float64)
     args = [t.to(DEVICE) for t in (z, keys, values, weight, tau)]
-    _, loss, lse, _ = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=seed)
+    _, loss, lse, *_ = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=seed)
     keep = keep_mask(B, S, p, seed).double()
     kh = F.normalize(keys, dim=1)
     ce = -(values * torch.log_softmax(tau * kh @ F.normalize(weight, dim=1).t(), 1)).sum(1)

@@ -43,9 +43,10 @@ def unavailable(device: torch.device) -> str | None:
 
 @torch.library.custom_op("mn::inner_gradient_fwd", mutates_args=())
 def inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
-                       entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """-> grad (B, C, n), inner_loss (B,), and for the backward lse (B,) (attention log-normaliser) and
-    a (B, C) (a_ic = wh_c . U_ic, the projection's coefficient)."""
+                       entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+    """-> grad (B, C, n), inner_loss (B,), and for the backward lse (B,) (attention log-normaliser),
+    a (B, C) (a_ic = wh_c . U_ic, the projection's coefficient) and the per-call preparation (row norms,
+    per-entry delta and ce: `mn_kernels.inner_gradient._Setup.SAVED`)."""
     return _kernels().inner_gradient_fwd(z, keys, values, weight, tau, gamma, entry_dropout, seed)
 
 
@@ -53,32 +54,39 @@ def inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, 
 def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
     B, C, n = z.shape[0], weight.shape[0], weight.shape[1]
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
-    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=acc), z.new_empty(B, C, dtype=acc)
+    saved = _kernels()._Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed).saved()   # torch ops only
+    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=acc), z.new_empty(B, C, dtype=acc), saved
 
 
 @torch.library.custom_op("mn::inner_gradient_bwd", mutates_args=())
 def inner_gradient_bwd(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Tensor, values: Tensor, weight: Tensor,
-                       tau: Tensor, grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor, gamma: float,
+                       tau: Tensor, grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor, saved: list[Tensor],
+                       gamma: float,
                        entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> dz, dkeys, dvalues, dweight, dtau."""
     return _kernels().inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a,
-                                         gamma, entry_dropout, seed)
+                                         saved, gamma, entry_dropout, seed)
 
 
 @inner_gradient_bwd.register_fake
-def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, gamma, entry_dropout, seed):
+def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, saved, gamma, entry_dropout, seed):
     return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
 
 def _setup_context(ctx, inputs, output):
     z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
-    ctx.save_for_backward(z, keys, values, weight, tau, *output)
+    grad, inner_loss, lse, a, saved = output
+    ctx.mark_non_differentiable(lse, a, *saved)
+    ctx.set_materialize_grads(False)   # no zero-filled gradients for the outputs kept for backward only
+    ctx.save_for_backward(z, keys, values, weight, tau, grad, inner_loss, lse, a, *saved)
 
 
-def _backward(ctx, dgrad, dloss, _dlse, _da):
-    z, keys, values, weight, tau, grad, inner_loss, lse, a = ctx.saved_tensors
+def _backward(ctx, dgrad, dloss, *_):
+    z, keys, values, weight, tau, grad, inner_loss, lse, a, *saved = ctx.saved_tensors
+    dgrad = torch.zeros_like(grad) if dgrad is None else dgrad.contiguous()
+    dloss = torch.zeros_like(inner_loss) if dloss is None else dloss.contiguous()
     dz, dkeys, dvalues, dweight, dtau = torch.ops.mn.inner_gradient_bwd(
-        dgrad.contiguous(), dloss.contiguous(), z, keys, values, weight, tau, grad, inner_loss, lse, a,
+        dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, saved,
         ctx.gamma, ctx.entry_dropout, ctx.seed)
     return dz, dkeys, dvalues, dweight, dtau, None, None, None
 
@@ -88,7 +96,7 @@ inner_gradient_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def inner_gradient_triton(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
     """The backend entry point: (grad (B, C, n), inner_loss (B,)), differentiable through the fused backward."""
-    grad, loss, _, _ = torch.ops.mn.inner_gradient_fwd(z.contiguous(), keys.contiguous(), values.contiguous(),
+    grad, loss, *_ = torch.ops.mn.inner_gradient_fwd(z.contiguous(), keys.contiguous(), values.contiguous(),
                                                    weight.contiguous(), tau.reshape(()), float(gamma),
                                                    float(entry_dropout), int(seed))
     return grad, loss
