@@ -90,6 +90,9 @@ def main() -> None:
                         "divisibility specialisation of the integer arguments")
     parser.add_argument("--dtype", default="float32", choices=sorted(TRITON_TYPE))
     parser.add_argument("--kernels", default=",".join(KERNELS))
+    parser.add_argument("--which", default="all", choices=["all", "first", "last"],
+                        help="all candidates, or only the first (what MN_AUTOTUNE=0 runs) or the last (the small "
+                             "fallback) of each kernel")
     parser.add_argument("--out", help="append the markdown table to this file")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.config.split(","))
@@ -102,7 +105,8 @@ def main() -> None:
         tuner = getattr(kernels, name)
         # The candidates the launcher would tune for this dtype (float64 inputs get their own config).
         probe = {"zh_ptr": torch.empty(0, dtype=getattr(torch, args.dtype))}
-        for config in tuner.early_config_prune(tuner.configs, probe):
+        configs = tuner.early_config_prune(tuner.configs, probe)
+        for config in {"all": configs, "first": configs[:1], "last": configs[-1:]}[args.which]:
             try:
                 r = compile_config(tuner.fn, config, shape=shape, dtype=args.dtype)
                 row = (f"{r['wgmma']} | {r['mma_sync']} | {r['regs']} | {r['spills']} | {r['shared_kib']:.0f}")

@@ -107,7 +107,7 @@ class KernelsSkipped:
         self.saved = {name: getattr(kernels, name)
                       for name in ("_lse_kernel", "_fwd_kernel", "_bwd_kernel", "multiprocessors")}
         for name in ("_lse_kernel", "_fwd_kernel", "_bwd_kernel"):
-            setattr(kernels, name, _NoLaunch(self.saved[name].configs))
+            setattr(kernels, name, _NoLaunch(self.saved[name].gpu_configs))
         kernels.multiprocessors = lambda device: self.sms
         return self
 
@@ -119,7 +119,7 @@ class KernelsSkipped:
 
 class _NoLaunch:
     def __init__(self, configs):
-        self.configs = configs          # the launcher reads BLOCK_S of the backward's first config
+        self.configs = configs          # the GPU's: the launcher sizes the backward's grid by their BLOCK_S
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: None

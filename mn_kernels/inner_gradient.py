@@ -85,26 +85,41 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def _autotune(names, candidates, float64):
-    """``triton.autotune`` over ``candidates`` (tuples of the meta-parameters ``names``, then num_warps and
-    num_stages), keyed by ``_KEY``. float64 inputs get the one config ``float64`` instead (their tiles are
-    twice the bytes: the fp32 candidates would exceed shared memory); with MN_AUTOTUNE=0 the first
-    candidate is the only one. The interpreter gets one small config (tuning there only costs time).
-    Candidates that exceed shared memory are skipped by the tuner."""
+def _autotune(names, candidates, small):
+    """``triton.autotune`` over ``candidates`` then ``small`` (tuples of the meta-parameters ``names``, then
+    num_warps and num_stages), keyed by ``_KEY``. ``small`` fits shared memory up to the largest feature
+    dimension (``max_features``): the tuner falls back to it where the candidates exceed shared memory (large
+    n; it skips those), and float64 inputs, whose tiles are twice the bytes, get it alone. With
+    MN_AUTOTUNE=0 the first candidate is the only one (float64: ``small``). The interpreter gets one small
+    config (tuning there only costs time); ``gpu_configs`` on the kernel keeps the GPU's list either way."""
     def config(c):
         return triton.Config(dict(zip(names, c[:-2])), num_warps=c[-2], num_stages=c[-1])
-
-    if _INTERPRET:
-        small = {"BLOCK_B": 16, "BLOCK_C": 4, "BLOCK_S": 16}
-        return triton.autotune(configs=[triton.Config({k: small[k] for k in names}, num_warps=1, num_stages=1)],
-                               key=_KEY)
 
     def prune(configs, named_args, **kwargs):
         if named_args["zh_ptr"].dtype == torch.float64:
             return configs[-1:]
-        return configs[:-1] if _AUTOTUNE else configs[:1]
-    return triton.autotune(configs=[config(c) for c in candidates] + [config(float64)], key=_KEY,
-                           prune_configs_by={"early_config_prune": prune})
+        return configs if _AUTOTUNE else configs[:1]
+
+    gpu_configs = [config(c) for c in candidates] + [config(small)]
+    if _INTERPRET:
+        tiny = {"BLOCK_B": 16, "BLOCK_C": 4, "BLOCK_S": 16}
+        tune = triton.autotune(configs=[triton.Config({k: tiny[k] for k in names}, num_warps=1, num_stages=1)],
+                               key=_KEY)
+    else:
+        tune = triton.autotune(configs=gpu_configs, key=_KEY, prune_configs_by={"early_config_prune": prune})
+
+    def decorate(kernel):
+        tuner = tune(kernel)
+        tuner.gpu_configs = gpu_configs    # bench/ tools size GPU grids and compile GPU configs from it
+        return tuner
+    return decorate
+
+
+def max_features(dtype: torch.dtype) -> int:
+    """The largest n the kernels take for inputs of `dtype`: they hold whole feature rows in a tile (BLOCK_N
+    = next power of two >= n), and their ``small`` configs fit an H100's shared memory up to 4 KiB rows in the
+    compute dtype (tests/test_sm90_compile.py): n <= 1024 (fp32, bf16, fp16), n <= 512 (fp64)."""
+    return 512 if dtype == torch.float64 else 1024
 
 
 # Chosen from offline sm_90 compiles at n = 256 (bench/sm90_resources.py: ptxas register/spill counts,
@@ -117,22 +132,23 @@ def _autotune(names, candidates, float64):
 # it exceeds shared memory and the tuner skips it.
 _LSE_NAMES = ("BLOCK_B", "BLOCK_S")
 _LSE_CONFIGS = [(32, 64, 8, 3), (16, 64, 4, 3), (64, 64, 8, 2)]
-_LSE_FLOAT64 = (16, 64, 4, 1)
+_LSE_SMALL = (16, 16, 4, 1)
 _FWD_NAMES = ("BLOCK_B", "BLOCK_C", "BLOCK_S")
 _FWD_CONFIGS = [(16, 4, 64, 8, 3), (16, 4, 64, 8, 2), (32, 2, 64, 8, 2), (64, 1, 128, 8, 2)]
-_FWD_FLOAT64 = (16, 4, 32, 8, 1)
+_FWD_SMALL = (16, 1, 16, 4, 1)
 # Backward (bench/sm90_resources.py at 128,10000,100,256; bench/results/sm90-static.md): BLOCK_S = 64
 # entries is the M side of both per-class dots, the smallest that Hopper's warpgroup MMA (wgmma) takes; with
 # 8 warps both run on wgmma, and only the (BLOCK_B x n) dzh dot stays on mma.sync (1/C of the flops).
-# ptxas spills (fp32 / bf16 operands): 636 / 4 bytes with 32-query blocks, 116 / 0 with 16; 64-query blocks
+# ptxas spills (fp32 / bf16 operands): 664 / 40 bytes with 32-query blocks, 136 / 0 with 16; 64-query blocks
 # spill 0.2-1 KiB. fp32 operands need 224 KiB of shared memory at num_stages = 1 (kh is kept in both wgmma
-# operand orders); 2 stages exceed it at fp32 and the tuner skips them there. All candidates share BLOCK_S:
-# the launcher sizes the grid with it.
+# operand orders); 2 stages exceed it at fp32 and the tuner skips them there. The launcher sizes the grid
+# with the largest BLOCK_S of the list, so that every program gets a tile whichever config runs.
 _BWD_NAMES = ("BLOCK_B", "BLOCK_S")
 _BWD_CONFIGS = [(32, 64, 8, 1), (32, 64, 8, 2), (16, 64, 8, 1)]
-_BWD_FLOAT64 = (16, 64, 8, 1)
-# The *_FLOAT64 configs serve the float64 verification runs on a GPU: one stage and small blocks so that
-# their fp64 tiles fit shared memory (160, 160 and 168 KiB at n = 256); they spill, speed is not their job.
+_BWD_SMALL = (16, 16, 8, 1)
+# The *_SMALL configs keep the kernels running where the candidates do not fit: n up to 1024 with fp32
+# operands (96, 160 and 193 KiB of shared memory at n = 1024) and float64 up to n = 512 (the GPU's
+# verification runs). They spill (the fp64 backward about 7 KiB per thread): correctness, not speed.
 
 
 # Autotune keys: a power-of-two bucket of S, C and n -- never B, so batch-size changes reuse the tuning; B is
@@ -201,7 +217,7 @@ def _class_rows(pid_b, pid_c, B, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr
 # ----------------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------------
-@_autotune(_LSE_NAMES, _LSE_CONFIGS, _LSE_FLOAT64)
+@_autotune(_LSE_NAMES, _LSE_CONFIGS, _LSE_SMALL)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
 def _lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
                 B, S, C, n, seed_mix, drop_threshold, entries_per_split, s_bucket,
@@ -237,7 +253,7 @@ def _lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
     tl.store(l_ptr + out, l_i, mask=rows < B)
 
 
-@_autotune(_FWD_NAMES, _FWD_CONFIGS, _FWD_FLOAT64)
+@_autotune(_FWD_NAMES, _FWD_CONFIGS, _FWD_SMALL)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
 def _fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr, a_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
@@ -287,7 +303,7 @@ def _fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_p
         tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=rows < B)
 
 
-@_autotune(_BWD_NAMES, _BWD_CONFIGS, _BWD_FLOAT64)
+@_autotune(_BWD_NAMES, _BWD_CONFIGS, _BWD_SMALL)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
 def _bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr, hw_ptr, wh_ptr, w_rnorm_ptr, dL_ptr, D_ptr,
                 dkh_ptr, dce_ptr, ddeltaT_ptr, dzh_part_ptr,
@@ -335,18 +351,21 @@ def _bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_pt
             wT = tl.where(keep, tl.exp(sT - lse[None, :]), 0.0)                    # w_ij, entry-major
 
             rT = tl.zeros([BLOCK_S, BLOCK_B], dtype=acc_ty)                         # sum_c w_ij delta_jc X_icj
+            # Class c's rows of delta and ddelta (C x S): pointers advanced by S per class, in 64-bit
+            # pointer arithmetic (c * S may pass 2^31).
+            delta_ptrs = deltaT_ptr + cols
+            dd_ptrs = ddeltaT_ptr + cols
             for c in range(0, C):
                 h = tl.load(h_ptr + (rows[:, None].to(tl.int64) * C + c) * n + k[None, :],
                             mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0).to(acc_ty)
                 hw = tl.load(hw_ptr + rows.to(tl.int64) * C + c, mask=rows < B, other=0.0)
                 wh = tl.load(wh_ptr + c * n + k, mask=k < n, other=0.0)
                 dU = ((h - hw[:, None] * wh[None, :]) * tl.load(w_rnorm_ptr + c)).to(zh.dtype)   # P_c dg_ic
-                delta = tl.load(deltaT_ptr + c * S + cols, mask=cols < S, other=0.0)
+                delta = tl.load(delta_ptrs, mask=cols < S, other=0.0)
                 xT = tl.dot(kh, tl.trans(dU), input_precision=PRECISION)           # X_icj = dU_ic . kh_j
                 wx = wT * xT
                 rT += wx * delta[:, None]
                 # ddelta_jc += sum_i w_ij X_icj (first query block: plain write).
-                dd_ptrs = ddeltaT_ptr + c * S + cols
                 dd = tl.sum(wx, axis=1)
                 if b0 > 0:
                     dd += tl.load(dd_ptrs, mask=cols < S, other=0.0)
@@ -354,6 +373,8 @@ def _bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_pt
                 # dkh_j += sum_i w_ij delta_jc dU_ic: the forward's contraction, transposed.
                 wd = (wT * delta[:, None]).to(dU.dtype)
                 dkh = tl.dot(wd, dU, dkh, input_precision=PRECISION, out_dtype=acc_ty)
+                delta_ptrs += S
+                dd_ptrs += S
 
             dsT = rT + wT * (ce[:, None] * dL[None, :] - D[None, :])
             # zh here is gamma zh, so this is the gamma sum_i ds_ij zh_i term.
@@ -419,6 +440,9 @@ class _Setup:
         if keys.shape != (S, n) or weight.shape != (C, n) or tau.dim() != 0:
             raise ValueError(f"expected keys {(S, n)}, weight {(C, n)}, 0-d tau; got {tuple(keys.shape)}, "
                              f"{tuple(weight.shape)}, {tuple(tau.shape)}")
+        if n > max_features(z.dtype):
+            raise ValueError(f"z has n = {n} features; the Triton kernels take n <= {max_features(z.dtype)} "
+                             f"with {z.dtype} inputs (whole feature rows per tile)")
         self.B, self.S, self.C, self.n = B, S, C, n
         self.dtype = z.dtype
         ct = torch.float64 if z.dtype == torch.float64 else torch.float32  # compute / accumulate dtype
@@ -523,13 +547,19 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
         raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}, a {(B, C)}")
     # Written to allocate no B x C x n temporary at all (extra-memory budget): the kernel forms
     # dU = P_c dg tile by tile from dg itself, and every B x C x n contraction here is a batched product.
-    h, g, dL = dgrad.contiguous(), grad.to(ct), dloss.to(ct).contiguous()
-    wh, w_rnorm = st.wh, st.w_rnorm                                     # (C, n), (C, 1)
-    hc = h.to(ct)                                                       # a copy only for bf16 / fp16 dg
+    h, dL = dgrad.contiguous(), dloss.to(ct).contiguous()
+    wh, w_rnorm, a = st.wh, st.w_rnorm, a.to(ct)                          # (C, n), (C, 1), (B, C)
+    # Everything that needs grad (g) and dg in the compute dtype, before the kernel: for bf16 / fp16 inputs
+    # their fp32 copies are then gone while it runs.
+    hc, g = h.to(ct), grad.to(ct)
     hw = torch.einsum("bcn,cn->bc", hc, wh).contiguous()                # wh_c . dg_ic
     hg = torch.einsum("rk,rk->r", hc.reshape(-1, n), g.reshape(-1, n)).view(B, C)   # dg_ic . grad_ic
-    del hc
     D = hg.sum(1) + dL * inner_loss.to(ct)
+    # The P_c term of the projection (u = ||w|| grad + a wh written out), summed over the batch, with
+    # sum_i a_ic dU_ic = (sum_i a_ic dg_ic - (sum_i a_ic hw_ic) wh_c) / ||w_c||.
+    dW_proj = -w_rnorm * (hg.sum(0)[:, None] * wh + torch.einsum("bc,bcn->cn", hw, g)
+                          + w_rnorm * (torch.einsum("bc,bcn->cn", a, hc) - (a * hw).sum(0)[:, None] * wh))
+    del hc, g
     lse = lse.to(ct).contiguous()
 
     # P programs, each owning a contiguous group of entry tiles: the fewest programs that still give no SM
@@ -537,7 +567,7 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     # Every program gets at least one tile (so that it writes its partial).
     # (In the interpreter 3 programs exercise multi-tile programs and the partial reduction in the tests.)
     target = multiprocessors(z.device) or 3
-    tiles = triton.cdiv(S, _bwd_kernel.configs[0].kwargs["BLOCK_S"])
+    tiles = triton.cdiv(S, max(config.kwargs["BLOCK_S"] for config in _bwd_kernel.configs))
     programs = triton.cdiv(tiles, triton.cdiv(tiles, target))
     dkh = torch.empty(S, n, device=z.device, dtype=ct)
     dce = torch.empty(S, device=z.device, dtype=ct)
@@ -568,11 +598,6 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     del dl
     dtau = dtau + (dlk * wh).sum()                                      # + sum_jc dl_jc cos_jc
     dwh = tau_ * dlk
-    # The P_c term of the projection (u = ||w|| grad + a wh written out), summed over the batch, with
-    # sum_i a_ic dU_ic = (sum_i a_ic dg_ic - (sum_i a_ic hw_ic) wh_c) / ||w_c||.
-    a = a.to(ct)
-    dW_proj = -w_rnorm * (hg.sum(0)[:, None] * wh + torch.einsum("bc,bcn->cn", hw, g)
-                          + w_rnorm * (torch.einsum("bc,bcn->cn", a, h.to(ct)) - (a * hw).sum(0)[:, None] * wh))
 
     dz = normalize_rows_bwd(z.to(ct), st.z_rnorm, st.z_clamped, dzh)
     dkeys = normalize_rows_bwd(st.keys.to(ct), st.k_rnorm, st.k_clamped, dkh, out=dkh)

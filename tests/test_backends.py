@@ -35,3 +35,28 @@ def test_unavailable_backend_says_why():
         assert mn.available_backends()["never"] == "it is a test double"
     finally:
         del BACKENDS["never"]
+
+
+def test_auto_skips_a_backend_that_rejects_the_feature_count(monkeypatch):
+    """A preferred backend that cannot take n features (the Triton kernels: n <= 1024) is skipped by `auto`
+    and, named explicitly, raises saying why; smaller n still runs on it."""
+    from mn.backends import Backend, register_backend
+    calls = []
+
+    def picky(*args, **kwargs):
+        calls.append(args[0].shape[1])
+        return BACKENDS["torch"].inner_gradient(*args, **kwargs)
+    monkeypatch.setitem(AUTO_ORDER, "cpu", AUTO_ORDER["cpu"])      # restored after the test
+    monkeypatch.setitem(BACKENDS, "picky", None)
+    register_backend(Backend("picky", picky, lambda d: None, per_example=True,
+                             rejects=lambda n, dtype: "test double takes n <= 4" if n > 4 else None),
+                     prefer_on=("cpu",))
+    narrow, wide = make_inputs(2, 3, 2, 4), make_inputs(2, 3, 2, 5)
+    expected = mn.inner_gradient(*wide, gamma=1.0, backend="torch")
+    for a, b in zip(mn.inner_gradient(*wide, gamma=1.0), expected):
+        torch.testing.assert_close(a, b)
+    mn.inner_gradient(*narrow, gamma=1.0)
+    assert calls == [4]
+    with pytest.raises(ValueError, match=r"backend='picky' cannot take z with n = 5 features \(test double "
+                                         r"takes n <= 4\); backend='torch' takes any n"):
+        mn.inner_gradient(*wide, gamma=1.0, backend="picky")

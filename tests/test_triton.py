@@ -156,3 +156,10 @@ def test_gpu_million_entries():
         ref_grad, ref_loss = mn.inner_gradient(*[t.double() for t in inputs], gamma=5.0, backend="torch")
     assert scaled_error(grad.detach(), ref_grad) < 2e-2 and scaled_error(loss.detach(), ref_loss) < 2e-2
     assert all(torch.isfinite(t.grad).all() for t in inputs)
+
+
+@pytest.mark.parametrize("dtype,n", [(torch.float32, 1025), (torch.float64, 513)])
+def test_feature_count_beyond_the_kernels_is_refused_clearly(dtype, n):
+    with pytest.raises(ValueError, match=rf"backend='triton' cannot take z with n = {n} features \(the Triton "
+                                         rf"kernels take n <= {n - 1} with {dtype} inputs\)"):
+        mn.inner_gradient(*make_inputs(2, 3, 2, n, dtype=dtype, device=DEVICE), gamma=1.0, backend="triton")

@@ -7,7 +7,8 @@
     auto      the best available for the tensors' device (see AUTO_ORDER); `resolve_backend` says which
 
 A backend is an implementation of `fn(z, keys, values, weight, tau, *, gamma, entry_dropout, seed)
--> (grad, inner_loss)` plus a check that says why it cannot run on a device (None when it can).
+-> (grad, inner_loss)` plus a check that says why it cannot run on a device (None when it can) and,
+optionally, one that says why it cannot take n features of a dtype (`auto` then takes the next in its order).
 `per_example` backends also accept per-example weights (B, C, n) for inner steps 2..T.
 """
 from __future__ import annotations
@@ -27,6 +28,9 @@ class Backend:
     inner_gradient: Callable
     unavailable: Callable[[torch.device], str | None]   # the reason it cannot run there, or None
     per_example: bool
+    rejects: Callable[[int, torch.dtype], str | None] = lambda n, dtype: None   # n features it cannot take
+
+
 
 
 def _always(device: torch.device) -> str | None:
@@ -36,7 +40,8 @@ def _always(device: torch.device) -> str | None:
 BACKENDS: dict[str, Backend] = {
     "autograd": Backend("autograd", inner_gradient_autograd, _always, per_example=True),
     "torch": Backend("torch", inner_gradient_torch, _always, per_example=True),
-    "triton": Backend("triton", triton_ops.inner_gradient_triton, triton_ops.unavailable, per_example=False),
+    "triton": Backend("triton", triton_ops.inner_gradient_triton, triton_ops.unavailable, per_example=False,
+                      rejects=triton_ops.rejects),
     "native": Backend("native", native_ops.inner_gradient_native, native_ops.unavailable, per_example=False),
 }
 
@@ -82,5 +87,17 @@ def check_backend_name(name: str) -> None:
         raise ValueError(f"backend={name!r} is unknown; known: auto, {', '.join(BACKENDS)}")
 
 
-def get_backend(name: str, device) -> Backend:
-    return BACKENDS[resolve_backend(name, device)]
+def get_backend(name: str, device, n: int, dtype: torch.dtype) -> Backend:
+    """The backend that runs `name` on `device` for n features of `dtype`: "auto" skips a preferred backend that
+    rejects them; a named backend that rejects them raises, saying why."""
+    device = torch.device(device)
+    if name == "auto":
+        status = available_backends(device)
+        order = AUTO_ORDER.get(device.type, ("torch",))
+        name = next(b for b in order if status.get(b) is None and BACKENDS[b].rejects(n, dtype) is None)
+    backend = BACKENDS[resolve_backend(name, device)]
+    reason = backend.rejects(n, dtype)
+    if reason is not None:
+        raise ValueError(f"backend={name!r} cannot take z with n = {n} features ({reason}); "
+                         f"backend='torch' takes any n")
+    return backend

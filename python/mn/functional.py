@@ -34,7 +34,7 @@ def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, se
     tau = _as_tau(tau, z)
     check_inner_inputs(z, keys, values, weight, tau, gamma)
     check_dropout(entry_dropout, seed)
-    impl = get_backend(backend, z.device)
+    impl = get_backend(backend, z.device, z.shape[1], z.dtype)
     return impl.inner_gradient(z, keys, values, weight, tau, gamma=float(gamma),
                                entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
 
@@ -46,7 +46,7 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
     check_inner_inputs(z, keys, values, weight, tau, gamma, alpha=alpha)
     check_dropout(entry_dropout, seed)
     check_positive("inner_steps", inner_steps, integer=True)
-    first = get_backend(backend, z.device)
+    first = get_backend(backend, z.device, z.shape[1], z.dtype)
     later = first if first.per_example else BACKENDS["torch"]
     options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
     phi = weight

@@ -41,6 +41,13 @@ def unavailable(device: torch.device) -> str | None:
     return f"needs a CUDA device (on {device.type} only under TRITON_INTERPRET=1, the slow interpreter)"
 
 
+def rejects(n: int, dtype: torch.dtype) -> str | None:
+    """Why the kernels cannot take n features of `dtype` (they hold whole rows in a tile), or None."""
+    from mn_kernels.inner_gradient import max_features   # a plain import: torch.compile traces this check
+    limit = max_features(dtype)
+    return None if n <= limit else f"the Triton kernels take n <= {limit} with {dtype} inputs"
+
+
 @torch.library.custom_op("mn::inner_gradient_fwd", mutates_args=())
 def inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
                        entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
