@@ -106,13 +106,14 @@ def test_value_checks_can_be_turned_off(value_checks_off):
 
 
 def test_set_value_checks_returns_the_previous_setting_and_rejects_non_bools():
-    assert mn.set_value_checks(False) is True
+    previous = mn.set_value_checks(False)
     try:
+        assert previous is True, "value checks are on by default"
         assert mn.set_value_checks(True) is False
         with pytest.raises(ValueError, match="z contains NaN or Inf"):
             _call(z=torch.tensor([[float("nan")] * 5] * 3))
     finally:
-        mn.set_value_checks(True)
+        mn.set_value_checks(previous)
     with pytest.raises(TypeError, match="enabled must be a bool"):
         mn.set_value_checks(0)
 
