@@ -32,7 +32,9 @@ Backward, given dg (B x C x n) and dL (B)::
 followed by the per-entry softmax/CE backward (O(S C n)) and the normalisation backward
 ``dx = (dxh - xh (xh . dxh)) / ||x||``.  Only the contraction and the X terms cost O(B S C n); they run
 in the three kernels below, flash-attention style: nothing of size B x S, B x S x C, S x C x n or
-B x S x n is ever materialised.
+B x S x n is ever materialised. Nor is any B x C x n tensor besides grad and dg (dU is formed per tile),
+or a normalised copy of the keys (the kernels normalise key tiles as they load them, from ``1/||k_j||``).
+The forward hands the backward ``lse``, ``a`` and its preparation (row norms, delta, ce: ``_Setup``).
 
 * ``_lse_kernel``  grid (query block, entry split): online (running max) log-sum-exp of the scores;
                     the splits are combined on the host. Knowing ``lse`` exactly before the main pass
@@ -61,7 +63,8 @@ Dtypes: float32 / bfloat16 / float16 inputs use their own dtype as ``tl.dot`` op
 accumulators; float64 inputs compute in float64. fp32 dots follow ``torch.get_float32_matmul_precision()``.
 Every ``tl.dot`` into an accumulator names ``out_dtype`` (the accumulator's): Triton <= 3.6 defaults it to
 float32 and rejects a float64 accumulator otherwise (the interpreter of later versions accepts it).
-Per-entry arrays (delta, cos, ddelta) are class-major, C x S, as the kernels read them: no transposes.
+Per-entry arrays (delta, ddelta) are class-major, C x S, as the kernels read them: no transposes.
+Feature rows are whole in a tile (BLOCK_N >= n): n <= ``max_features(dtype)`` (1024; float64 512).
 """
 import math
 import os
