@@ -30,6 +30,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._op_autograd import register_inner_gradient_autograd
 from .dropout import drop_threshold
 from .reference._common import normalize_rows, normalize_rows_bwd
 
@@ -269,25 +270,7 @@ def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prep
     return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
 
-def _setup_context(ctx, inputs, output):
-    z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
-    grad, inner_loss, lse, a, prepared = output
-    ctx.mark_non_differentiable(lse, a, *prepared)
-    ctx.set_materialize_grads(False)   # no zero-filled gradients for the outputs kept for backward only
-    ctx.save_for_backward(z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared)
-
-
-def _backward(ctx, dgrad, dloss, *_):
-    z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared = ctx.saved_tensors
-    dgrad = torch.zeros_like(grad) if dgrad is None else dgrad.contiguous()
-    dloss = torch.zeros_like(inner_loss) if dloss is None else dloss.contiguous()
-    dz, dkeys, dvalues, dweight, dtau = torch.ops.mn.native_inner_gradient_bwd(
-        dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared,
-        ctx.gamma, ctx.entry_dropout, ctx.seed)
-    return dz, dkeys, dvalues, dweight, dtau, None, None, None
-
-
-native_inner_gradient_fwd.register_autograd(_backward, setup_context=_setup_context)
+register_inner_gradient_autograd(native_inner_gradient_fwd, torch.ops.mn.native_inner_gradient_bwd)
 
 
 def inner_gradient_native(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):

@@ -19,6 +19,8 @@ import os
 import torch
 from torch import Tensor
 
+from ._op_autograd import register_inner_gradient_autograd
+
 
 @functools.cache
 def _kernels():
@@ -80,25 +82,7 @@ def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, save
     return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
 
-def _setup_context(ctx, inputs, output):
-    z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
-    grad, inner_loss, lse, a, saved = output
-    ctx.mark_non_differentiable(lse, a, *saved)
-    ctx.set_materialize_grads(False)   # no zero-filled gradients for the outputs kept for backward only
-    ctx.save_for_backward(z, keys, values, weight, tau, grad, inner_loss, lse, a, *saved)
-
-
-def _backward(ctx, dgrad, dloss, *_):
-    z, keys, values, weight, tau, grad, inner_loss, lse, a, *saved = ctx.saved_tensors
-    dgrad = torch.zeros_like(grad) if dgrad is None else dgrad.contiguous()
-    dloss = torch.zeros_like(inner_loss) if dloss is None else dloss.contiguous()
-    dz, dkeys, dvalues, dweight, dtau = torch.ops.mn.inner_gradient_bwd(
-        dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, saved,
-        ctx.gamma, ctx.entry_dropout, ctx.seed)
-    return dz, dkeys, dvalues, dweight, dtau, None, None, None
-
-
-inner_gradient_fwd.register_autograd(_backward, setup_context=_setup_context)
+register_inner_gradient_autograd(inner_gradient_fwd, torch.ops.mn.inner_gradient_bwd)
 
 
 def inner_gradient_triton(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):

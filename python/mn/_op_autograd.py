@@ -1,0 +1,31 @@
+"""The autograd of an inner-gradient custom-op pair, shared by the fused backends (`triton_ops`, `native_ops`).
+
+Both forward ops have the signature (z, keys, values, weight, tau, gamma, entry_dropout, seed) -> (grad,
+inner_loss, lse, a, prepared list); both backward ops take (dgrad, dloss, z, keys, values, weight, tau, grad,
+inner_loss, lse, a, prepared, gamma, entry_dropout, seed) -> (dz, dkeys, dvalues, dweight, dtau).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def register_inner_gradient_autograd(forward_op, backward_op) -> None:
+    """Joins `forward_op` to `backward_op` with `register_autograd`: lse, a and the preparation are outputs kept
+    for the backward only (non-differentiable, never zero-filled)."""
+
+    def setup_context(ctx, inputs, output):
+        z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
+        grad, inner_loss, lse, a, prepared = output
+        ctx.mark_non_differentiable(lse, a, *prepared)
+        ctx.set_materialize_grads(False)   # no zero-filled gradients for the outputs kept for backward only
+        ctx.save_for_backward(z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared)
+
+    def backward(ctx, dgrad, dloss, *_):
+        z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared = ctx.saved_tensors
+        dgrad = torch.zeros_like(grad) if dgrad is None else dgrad.contiguous()
+        dloss = torch.zeros_like(inner_loss) if dloss is None else dloss.contiguous()
+        dz, dkeys, dvalues, dweight, dtau = backward_op(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss,
+                                                        lse, a, prepared, ctx.gamma, ctx.entry_dropout, ctx.seed)
+        return dz, dkeys, dvalues, dweight, dtau, None, None, None
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
