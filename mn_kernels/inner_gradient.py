@@ -548,7 +548,7 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     if dgrad.shape != (B, C, n) or grad.shape != (B, C, n) or dloss.shape != (B,) or inner_loss.shape != (B,) \
             or lse.shape != (B,) or a.shape != (B, C):
         raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}, a {(B, C)}")
-    # Written to allocate no B x C x n temporary at all (extra-memory budget): the kernel forms
+    # Written to allocate no B x C x n temporary with fp32 inputs (extra-memory budget): the kernel forms
     # dU = P_c dg tile by tile from dg itself, and every B x C x n contraction here is a batched product.
     h, dL = dgrad.contiguous(), dloss.to(ct).contiguous()
     wh, w_rnorm, a = st.wh, st.w_rnorm, a.to(ct)                          # (C, n), (C, 1), (B, C)
@@ -577,7 +577,8 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     ddeltaT = torch.empty(C, S, device=z.device, dtype=ct)
     dzh_part = torch.empty(programs, B, n, device=z.device, dtype=ct)
     _bwd_kernel[(programs,)](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse, h, hw, wh,
-                             w_rnorm.reshape(C).contiguous(), dL, D, dkh, dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
+                             w_rnorm.reshape(C).contiguous(), dL, D, dkh, dce, ddeltaT, dzh_part, B, S, C, n,
+                             **st.consts, **st.meta)
     dzh = st.gamma * dzh_part.sum(0)
     del dzh_part
 
