@@ -4,7 +4,8 @@ For each (B, S, C, n): the inner_gradient forward, its backward (given random co
 training step (adapted logits, outer cross-entropy, backward into every input); on `triton` with fp32 inputs
 (TF32 dots, the PyTorch default for matmuls here) and with bf16 inputs, and on the `torch` and `autograd`
 references (fp32, TF32 allowed) measured in the same run. Speedups are the references' step time over
-each Triton step; the `unchecked` rows (first config) price the value checks' synchronisation. Peak memory is the step's allocation above its inputs; TFLOP/s counts 4 x 2·B·S·C·n
+each Triton step; the `unchecked` rows (first config) price the value checks' synchronisation.
+Peak memory is the step's allocation above its inputs; TFLOP/s counts 4 x 2·B·S·C·n
 per step (forward contraction and the three backward ones). OOM is reported as OOM.
 
     python bench/bench_gpu.py [--configs 128,10000,100,256 ...] [--out FILE.md]

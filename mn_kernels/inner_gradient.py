@@ -258,7 +258,8 @@ def _lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
 
 @_autotune(_FWD_NAMES, _FWD_CONFIGS, _FWD_SMALL)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
-def _fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr, grad_ptr, loss_ptr, a_ptr,
+def _fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr,
+                grad_ptr, loss_ptr, a_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
                 BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
@@ -308,7 +309,8 @@ def _fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_p
 
 @_autotune(_BWD_NAMES, _BWD_CONFIGS, _BWD_SMALL)
 @triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
-def _bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr, hw_ptr, wh_ptr, w_rnorm_ptr, dL_ptr, D_ptr,
+def _bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr, hw_ptr, wh_ptr, w_rnorm_ptr,
+                dL_ptr, D_ptr,
                 dkh_ptr, dce_ptr, ddeltaT_ptr, dzh_part_ptr,
                 B, S, C, n, seed_mix, drop_threshold, s_bucket,
                 BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
