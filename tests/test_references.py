@@ -164,3 +164,37 @@ def test_cosine_logits_after_step_keep_no_stepped_weights(alpha_kind, most):
     closed = big_saved(lambda: mn.functional.cosine_logits_after_step(z, weight, grad, alpha, tau))
     explicit = big_saved(lambda: tau * torch.nn.functional.cosine_similarity(z[:, None], weight - alpha * grad, dim=-1))
     assert 1 <= closed <= most < explicit
+
+
+@pytest.mark.parametrize("per_example", [False, True], ids=["shared-phi", "per-example-phi"])
+@pytest.mark.parametrize("alpha_kind, most", [("scalar", 1), ("feature", 2), ("elementwise", 2)])
+def test_cosine_logits_after_step_backward_allocates_one_gradient_array(alpha_kind, most, per_example):
+    """Memory: the hand-written backward builds the gradient for grad (and, per-example, the one for phi) in
+    one B x C x n array each (a vector alpha adds the product it sums for dalpha); autograd through the
+    contractions added up three."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    B, C, n = 3, 4, 5
+    g = torch.Generator().manual_seed(14)
+    z = torch.randn(B, n, dtype=torch.float64, generator=g, requires_grad=True)
+    phi = torch.randn(*((B,) if per_example else ()), C, n, dtype=torch.float64, generator=g, requires_grad=True)
+    grad = torch.randn(B, C, n, dtype=torch.float64, generator=g, requires_grad=True)
+    alpha, tau = _alpha(alpha_kind, C, n).requires_grad_(), torch.tensor(7.0, dtype=torch.float64)
+    logits = mn.functional.cosine_logits_after_step(z, phi, grad, alpha, tau)
+
+    class NewArrays(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor) and t.numel() == B * C * n \
+                        and t.untyped_storage().data_ptr() not in inputs and t._base is None:
+                    self.count += 1
+            return out
+
+    with NewArrays() as arrays:
+        logits.sum().backward()
+    assert arrays.count <= most + per_example

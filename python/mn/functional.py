@@ -6,7 +6,7 @@ import torch
 
 from ._validate import check_dropout, check_inner_inputs, check_positive
 from .backends import BACKENDS, get_backend
-from .reference._common import EPS, normalize
+from .step_logits import cosine_logits_after_step
 
 
 def _as_tau(tau, like: torch.Tensor):
@@ -74,30 +74,6 @@ def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1
     phi, grad = _last_step(z, keys, values, weight, tau, alpha, gamma=gamma, inner_steps=inner_steps,
                            entry_dropout=entry_dropout, seed=seed, backend=backend)
     return phi - alpha * grad
-
-
-def cosine_logits_after_step(z, phi, grad, alpha, tau) -> torch.Tensor:
-    """tau * cos(z_i, phi_c - alpha grad_ic) (B, C) without materialising the stepped weights (B, C, n).
-
-    With u = alpha * grad (u = grad, its scalar alpha applied to the sums, when alpha is a scalar):
-      zh . (phi - u) = zh . phi - zh . u,   ||phi - u||^2 = ||phi||^2 - 2 phi . u + ||u||^2,
-    each a contraction over n. Autograd then keeps grad (and u for a vector alpha) instead of the stepped
-    weights, their norms and their normalised copy -- the largest tensors of a training step. The norm is
-    clamped at eps like `normalize`. Exact algebra; in floating point it loses relative precision only when
-    ||phi - u|| is far below ||phi|| (a step that nearly cancels the weight).
-    z (B, n); phi (C, n) or (B, C, n); grad (B, C, n); alpha and tau: tensors, alpha of shape (), (1,), (n,)
-    or (C, n), tau of one element.
-    """
-    zh = normalize(z)
-    shared = phi.dim() == 2
-    u, a = (grad, alpha.reshape(())) if alpha.numel() == 1 else (alpha * grad, 1.0)
-    z_phi = zh @ phi.T if shared else torch.einsum("bn,bcn->bc", zh, phi)
-    phi_phi = (phi * phi).sum(-1)                                                   # (C,) or (B, C)
-    z_u = torch.einsum("bn,bcn->bc", zh, u)
-    phi_u = torch.einsum("cn,bcn->bc" if shared else "bcn,bcn->bc", phi, u)
-    u_u = torch.einsum("bcn,bcn->bc", u, u)
-    norm2 = phi_phi - 2 * a * phi_u + a * a * u_u
-    return tau.reshape(()) * (z_phi - a * z_u) / norm2.clamp_min(EPS * EPS).sqrt()
 
 
 def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,

@@ -1,0 +1,95 @@
+"""Logits of the cosine classifier after an inner step, tau * cos(z_i, phi_c - alpha grad_ic), with a hand-written
+backward: the last op of `mn.adapted_logits`.
+
+With hats for row-normalised vectors and u = alpha * grad (u = grad and a = alpha for a scalar alpha, else a = 1),
+each logit is a ratio of contractions over n, so the stepped weights (B x C x n) are never formed::
+
+    N_ic = zh_i . phi_c - a zh_i . u_ic        M_ic = ||phi_c||^2 - 2 a phi_c . u_ic + a^2 ||u_ic||^2
+    logit_ic = tau N_ic / sqrt(max(M_ic, eps^2))
+
+Backward, given r = dlogit (B x C), with dN = r tau / sqrt(M) and dM = -r logit / (2 M) (0 where M is clamped)::
+
+    dzh_i  = sum_c dN_ic (phi_c - a u_ic)
+    du_ic  = -a dN_ic zh_i + 2 a dM_ic (a u_ic - phi_c)                       (one B x C x n array)
+    dphi_c = sum_i [dN_ic zh_i + 2 dM_ic (phi_c - a u_ic)]    (summed over i only for a shared phi)
+    da     = -sum_ic [dN_ic zh_i . u_ic + 2 dM_ic (phi_c . u_ic - a ||u_ic||^2)]  (scalar alpha)
+    dtau   = sum_ic r_ic N_ic / sqrt(M_ic)
+
+Autograd through the contractions would instead add up three B x C x n gradients for u: this backward
+allocates one, the largest array of a training step's logits backward (bench/results/cpu-step-memory.md).
+"""
+from __future__ import annotations
+
+import torch
+
+from .reference._common import EPS, normalize_rows_bwd, row_rnorm
+
+
+class _StepLogits(torch.autograd.Function):
+    """z (B, n), phi (C, n) or (B, C, n), grad (B, C, n), alpha of shape (), (1,), (n,) or (C, n), tau of one
+    element -> logits (B, C). First-order: its backward is not itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, z, phi, grad, alpha, tau):
+        scalar = alpha.numel() == 1
+        rnorm, clamped = row_rnorm(z, z.dtype)
+        zh = z * rnorm
+        u = grad if scalar else alpha * grad
+        a = alpha.reshape(()) if scalar else torch.ones((), dtype=z.dtype, device=z.device)
+        shared = phi.dim() == 2
+        z_phi = zh @ phi.T if shared else torch.einsum("bn,bcn->bc", zh, phi)
+        phi_phi = torch.einsum("...n,...n->...", phi, phi)                        # (C,) or (B, C)
+        z_u = torch.einsum("bn,bcn->bc", zh, u)
+        phi_u = torch.einsum("cn,bcn->bc" if shared else "bcn,bcn->bc", phi, u)
+        u_u = torch.einsum("bcn,bcn->bc", u, u)
+        m = phi_phi - 2 * a * phi_u + a * a * u_u
+        rq = m.clamp_min(EPS * EPS).rsqrt()                                       # 1 / sqrt(max(M, eps^2))
+        cos = (z_phi - a * z_u) * rq
+        ctx.save_for_backward(z, phi, grad, alpha, tau, zh, rnorm, clamped, a, z_u, phi_u, u_u, m, rq, cos)
+        return tau.reshape(()) * cos
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, r):
+        z, phi, grad, alpha, tau, zh, rnorm, clamped, a, z_u, phi_u, u_u, m, rq, cos = ctx.saved_tensors
+        need_z, need_phi, need_grad, need_alpha, need_tau = ctx.needs_input_grad
+        scalar, shared = alpha.numel() == 1, phi.dim() == 2
+        t = tau.reshape(())
+        dn = r * t * rq                                                           # dL / dN
+        dm = torch.where(m >= EPS * EPS, -0.5 * r * t * cos * rq * rq, 0.0)       # dL / dM
+        # u: grad itself for a scalar alpha; for a vector alpha formed once, in the array that becomes du.
+        u = grad if scalar else grad * alpha
+        dz = dphi = dgrad = dalpha = dtau = None
+        if need_z:
+            dzh = (dn @ phi if shared else torch.einsum("bc,bcn->bn", dn, phi)) - a * torch.einsum("bc,bcn->bn", dn, u)
+            dz = normalize_rows_bwd(z, rnorm, clamped, dzh)
+        if need_phi:
+            if shared:
+                dphi = dn.T @ zh + 2 * dm.sum(0)[:, None] * phi - 2 * a * torch.einsum("bc,bcn->cn", dm, u)
+            else:
+                dphi = torch.mul(u, (-2 * a * dm)[..., None]).addcmul_(phi, (2 * dm)[..., None])
+                dphi.addcmul_(zh[:, None, :], dn[..., None])
+        if need_grad or (need_alpha and not scalar):
+            # du = 2 a^2 dM u - a dN zh - 2 a dM phi in one B x C x n array (u's own for a vector alpha).
+            du = torch.mul(u, (2 * a * a * dm)[..., None]) if scalar else u.mul_((2 * dm)[..., None])
+            du.addcmul_(zh[:, None, :], (-a * dn)[..., None]).addcmul_((2 * a * dm)[..., None], phi, value=-1)
+            if need_alpha and not scalar:              # u = alpha grad: sum du * grad over alpha's broadcast
+                dalpha = (du * grad).sum_to_size(alpha.shape)
+            if need_grad:
+                dgrad = du if scalar else du.mul_(alpha)
+        if need_alpha and scalar:
+            dalpha = (-(dn * z_u).sum() - 2 * (dm * (phi_u - a * u_u)).sum()).reshape(alpha.shape)
+        if need_tau:
+            dtau = (r * cos).sum().reshape(tau.shape)
+        return dz, dphi, dgrad, dalpha, dtau
+
+
+def cosine_logits_after_step(z, phi, grad, alpha, tau) -> torch.Tensor:
+    """tau * cos(z_i, phi_c - alpha grad_ic) (B, C) without materialising the stepped weights (B, C, n).
+
+    Exact algebra (the module docstring); in floating point it loses relative precision only when
+    ||phi - alpha grad|| is far below ||phi|| (a step that nearly cancels the weight). The norm is clamped at
+    eps like `normalize`. z (B, n); phi (C, n) or (B, C, n); grad (B, C, n); alpha and tau: tensors, alpha
+    of shape (), (1,), (n,) or (C, n), tau of one element. Differentiable once (first-order gradients).
+    """
+    return _StepLogits.apply(z, phi, grad, alpha, tau)
