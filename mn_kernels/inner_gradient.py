@@ -93,15 +93,18 @@ def _autotune(names, candidates, small):
     num_warps and num_stages), keyed by ``_KEY``. ``small`` fits shared memory up to the largest feature
     dimension (``max_features``): the tuner falls back to it where the candidates exceed shared memory (large
     n; it skips those), and float64 inputs, whose tiles are twice the bytes, get it alone. With
-    MN_AUTOTUNE=0 the first candidate is the only one (float64: ``small``). The interpreter gets one small
-    config (tuning there only costs time); ``gpu_configs`` on the kernel keeps the GPU's list either way."""
+    MN_AUTOTUNE=0 the first candidate is the only one up to n = 256, ``small`` beyond it and for float64.
+    The interpreter gets one small config (tuning there only costs time); ``gpu_configs`` on the kernel keeps
+    the GPU's list either way."""
     def config(c):
         return triton.Config(dict(zip(names, c[:-2])), num_warps=c[-2], num_stages=c[-1])
 
     def prune(configs, named_args, **kwargs):
         if named_args["zh_ptr"].dtype == torch.float64:
             return configs[-1:]
-        return configs if _AUTOTUNE else configs[:1]
+        if _AUTOTUNE:
+            return configs
+        return configs[:1] if named_args["n"] <= 256 else configs[-1:]      # the first fits up to n = 256
 
     gpu_configs = [config(c) for c in candidates] + [config(small)]
     if _INTERPRET:

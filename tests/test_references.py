@@ -198,3 +198,34 @@ def test_cosine_logits_after_step_backward_allocates_one_gradient_array(alpha_ki
     with NewArrays() as arrays:
         logits.sum().backward()
     assert arrays.count <= most + per_example
+
+
+@pytest.mark.parametrize("per_example", [False, True], ids=["shared-phi", "per-example-phi"])
+@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
+@pytest.mark.parametrize("wanted", [(0, 1, 2, 3, 4), (3,), (4,), (0, 2)], ids=["all", "alpha", "tau", "z-grad"])
+def test_cosine_logits_after_step_gradcheck(alpha_kind, per_example, wanted):
+    """float64 gradcheck of the hand-written backward, for any subset of inputs that require grad."""
+    B, C, n = 3, 4, 5
+    g = torch.Generator().manual_seed(15)
+    inputs = [torch.randn(B, n, dtype=torch.float64, generator=g),
+              torch.randn(*((B,) if per_example else ()), C, n, dtype=torch.float64, generator=g),
+              torch.randn(B, C, n, dtype=torch.float64, generator=g),
+              _alpha(alpha_kind, C, n), torch.tensor(7.0, dtype=torch.float64)]
+    inputs = [t.requires_grad_(k in wanted) for k, t in enumerate(inputs)]
+    assert torch.autograd.gradcheck(mn.functional.cosine_logits_after_step, inputs)
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_adapted_logits_train_under_autocast(backend):
+    """Under CPU autocast (bf16) the step still runs forward and backward: the logits after the step compute in
+    their inputs' dtype, as the fused ops before them do."""
+    if mn.available_backends("cpu")[backend] is not None:
+        pytest.skip(mn.available_backends("cpu")[backend])
+    z, keys, values, weight, tau = make_inputs(4, 20, 5, 8, dtype=torch.float32, requires_grad=True)
+    for alpha in (torch.tensor(0.1, requires_grad=True), torch.full((8,), 0.1, requires_grad=True)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = mn.adapted_logits(z, keys, values, weight, tau, alpha, gamma=5.0, backend=backend)
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(4) % 5)
+        loss.backward()
+        assert logits.dtype == torch.float32
+        assert all(torch.isfinite(t.grad).all() for t in (z, keys, values, weight, tau, alpha))

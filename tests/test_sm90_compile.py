@@ -22,10 +22,10 @@ KERNELS = {"_lse_kernel", "_fwd_kernel", "_bwd_kernel"}
 def compiled_configs(dtype: str, n: int, which: str) -> dict[str, list[dict]]:
     """Kernel name -> resources of the candidates (`which`: first, last or all) the launcher would tune for
     `dtype` operands, in order."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "MN_AUTOTUNE")}
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "sm90_resources.py"), "--dtype", dtype,
-                          "--config", f"128,10000,100,{n}", "--which", which], capture_output=True, text=True, env=env, cwd=ROOT,
-                         timeout=900)
+                          "--config", f"128,10000,100,{n}", "--which", which],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     found = {}
     for line in run.stdout.splitlines():

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import mn
+from mn.backends import AUTO_ORDER
 
 from conftest import NAMES, cotangents, make_inputs, outputs_and_grads, scaled_error, shape_id
 
@@ -163,3 +164,10 @@ def test_feature_count_beyond_the_kernels_is_refused_clearly(dtype, n):
     with pytest.raises(ValueError, match=rf"backend='triton' cannot take z with n = {n} features \(the Triton "
                                          rf"kernels take n <= {n - 1} with {dtype} inputs\)"):
         mn.inner_gradient(*make_inputs(2, 3, 2, n, dtype=dtype, device=DEVICE), gamma=1.0, backend="triton")
+
+
+def test_auto_takes_the_next_backend_beyond_the_kernels_feature_limit(monkeypatch):
+    monkeypatch.setitem(AUTO_ORDER, DEVICE, ("triton", "torch"))
+    assert mn.resolve_backend("auto", DEVICE, n=1024) == "triton"
+    assert mn.resolve_backend("auto", DEVICE, n=1025) == "torch"
+    assert mn.resolve_backend("auto", DEVICE, n=513, dtype=torch.float64) == "torch"

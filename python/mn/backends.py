@@ -31,8 +31,6 @@ class Backend:
     rejects: Callable[[int, torch.dtype], str | None] = lambda n, dtype: None   # n features it cannot take
 
 
-
-
 def _always(device: torch.device) -> str | None:
     return None
 
@@ -66,18 +64,23 @@ def available_backends(device="cpu") -> dict[str, str | None]:
     return {name: b.unavailable(device) for name, b in BACKENDS.items()}
 
 
-def resolve_backend(name: str, device="cpu") -> str:
-    """The backend that `name` ("auto" or a backend name) runs on `device`; raises if it cannot."""
+def resolve_backend(name: str, device="cpu", n: int | None = None, dtype: torch.dtype = torch.float32) -> str:
+    """The backend that `name` ("auto" or a backend name) runs on `device`, for inputs with n features of `dtype`
+    when n is given; raises if it cannot. "auto" skips a backend that cannot take those features."""
     device = torch.device(device)
     status = available_backends(device)
+    takes = (lambda b: True) if n is None else (lambda b: BACKENDS[b].rejects(n, dtype) is None)
     if name == "auto":
-        return next(b for b in AUTO_ORDER.get(device.type, ("torch",)) if status.get(b) is None)
+        return next(b for b in AUTO_ORDER.get(device.type, ("torch",)) if status.get(b) is None and takes(b))
     if name not in BACKENDS or status[name] is not None:
         usable = ", ".join(["auto"] + [b for b, why in status.items() if why is None])
         lacking = "; ".join(f"{b}: {why}" for b, why in status.items() if why is not None)
         what = "is unknown" if name not in BACKENDS else f"cannot run on {device} ({status[name]})"
         raise ValueError(f"backend={name!r} {what}. Available on {device.type}: {usable}"
                          + (f". Unavailable: {lacking}" if lacking else ""))
+    if not takes(name):
+        raise ValueError(f"backend={name!r} cannot take z with n = {n} features "
+                         f"({BACKENDS[name].rejects(n, dtype)}); backend='torch' takes any n")
     return name
 
 
@@ -88,16 +91,4 @@ def check_backend_name(name: str) -> None:
 
 
 def get_backend(name: str, device, n: int, dtype: torch.dtype) -> Backend:
-    """The backend that runs `name` on `device` for n features of `dtype`: "auto" skips a preferred backend that
-    rejects them; a named backend that rejects them raises, saying why."""
-    device = torch.device(device)
-    if name == "auto":
-        status = available_backends(device)
-        order = AUTO_ORDER.get(device.type, ("torch",))
-        name = next(b for b in order if status.get(b) is None and BACKENDS[b].rejects(n, dtype) is None)
-    backend = BACKENDS[resolve_backend(name, device)]
-    reason = backend.rejects(n, dtype)
-    if reason is not None:
-        raise ValueError(f"backend={name!r} cannot take z with n = {n} features ({reason}); "
-                         f"backend='torch' takes any n")
-    return backend
+    return BACKENDS[resolve_backend(name, device, n, dtype)]

@@ -31,6 +31,13 @@ class _StepLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, phi, grad, alpha, tau):
+        # In the inputs' dtype even under autocast, so that the backward's products meet the saved tensors'
+        # dtypes (the fused ops before it are not autocast either).
+        with torch.autocast(z.device.type, enabled=False):
+            return _StepLogits._forward(ctx, z, phi, grad, alpha, tau)
+
+    @staticmethod
+    def _forward(ctx, z, phi, grad, alpha, tau):
         scalar = alpha.numel() == 1
         rnorm, clamped = row_rnorm(z, z.dtype)
         zh = z * rnorm
@@ -51,6 +58,11 @@ class _StepLogits(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, r):
+        with torch.autocast(r.device.type, enabled=False):
+            return _StepLogits._backward(ctx, r.to(ctx.saved_tensors[0].dtype))
+
+    @staticmethod
+    def _backward(ctx, r):
         z, phi, grad, alpha, tau, zh, rnorm, clamped, a, z_u, phi_u, u_u, m, rq, cos = ctx.saved_tensors
         need_z, need_phi, need_grad, need_alpha, need_tau = ctx.needs_input_grad
         scalar, shared = alpha.numel() == 1, phi.dim() == 2
