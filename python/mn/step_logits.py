@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference._common import EPS, normalize_rows_bwd, row_rnorm
+from .reference._common import EPS, normalize_rows, normalize_rows_bwd
 
 
 class _StepLogits(torch.autograd.Function):
@@ -39,8 +39,7 @@ class _StepLogits(torch.autograd.Function):
     @staticmethod
     def _forward(ctx, z, phi, grad, alpha, tau):
         scalar = alpha.numel() == 1
-        rnorm, clamped = row_rnorm(z, z.dtype)
-        zh = z * rnorm
+        zh, rnorm, clamped = normalize_rows(z)
         u = grad if scalar else alpha * grad
         a = alpha.reshape(()) if scalar else torch.ones((), dtype=z.dtype, device=z.device)
         shared = phi.dim() == 2
