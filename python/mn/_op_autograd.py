@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 
 
-def register_inner_gradient_autograd(forward_op, backward_op) -> None:
+def register_inner_gradient_autograd(forward_op, backward_op, backend: str) -> None:
     """Joins `forward_op` to `backward_op` with `register_autograd`: lse, a and the preparation are outputs kept
-    for the backward only (non-differentiable, never zero-filled)."""
+    for the backward only (non-differentiable, never zero-filled). The backward is first-order: differentiating
+    it (a gradient of a gradient) raises an error that names the op and the backends that can."""
 
     def setup_context(ctx, inputs, output):
         z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
@@ -29,3 +30,11 @@ def register_inner_gradient_autograd(forward_op, backward_op) -> None:
         return dz, dkeys, dvalues, dweight, dtau, None, None, None
 
     forward_op.register_autograd(backward, setup_context=setup_context)
+
+    def double_backward(ctx, *grads):
+        raise RuntimeError(
+            f"mn.inner_gradient (and adapted_weights / adapted_logits) on backend={backend!r}: the fused backward is "
+            "first-order, so a gradient of its gradient (double backward through create_graph=True) is not "
+            "available. Use backend='torch' or backend='autograd', whose backwards are differentiable.")
+
+    backward_op.register_autograd(double_backward, setup_context=lambda ctx, inputs, output: None)

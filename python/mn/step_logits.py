@@ -17,6 +17,8 @@ Backward, given r = dlogit (B x C), with dN = r tau / sqrt(M) and dM = -r logit 
 
 Autograd through the contractions would instead add up three B x C x n gradients for u: this backward
 allocates one, the largest array of a training step's logits backward (bench/results/cpu-step-memory.md).
+A backward that must itself be differentiable (`create_graph=True`) differentiates the forward's contractions
+with autograd instead, from the saved inputs, so that gradients of gradients are exact.
 """
 from __future__ import annotations
 
@@ -25,9 +27,28 @@ import torch
 from .reference._common import EPS, normalize_rows, normalize_rows_bwd
 
 
+def _contractions(z, phi, grad, alpha):
+    """The terms of the module docstring: (zh, 1 / max(||z||, eps), whether that clamp is active, a, zh . u,
+    phi . u, ||u||^2, M, 1 / sqrt(max(M, eps^2)), cos) with cos (B, C) = N / sqrt(max(M, eps^2))."""
+    scalar = alpha.numel() == 1
+    zh, rnorm, clamped = normalize_rows(z)
+    u = grad if scalar else alpha * grad
+    a = alpha.reshape(()) if scalar else torch.ones((), dtype=z.dtype, device=z.device)
+    shared = phi.dim() == 2
+    z_phi = zh @ phi.T if shared else torch.einsum("bn,bcn->bc", zh, phi)
+    phi_phi = torch.einsum("...n,...n->...", phi, phi)                            # (C,) or (B, C)
+    z_u = torch.einsum("bn,bcn->bc", zh, u)
+    phi_u = torch.einsum("cn,bcn->bc" if shared else "bcn,bcn->bc", phi, u)
+    u_u = torch.einsum("bcn,bcn->bc", u, u)
+    m = phi_phi - 2 * a * phi_u + a * a * u_u
+    rq = m.clamp_min(EPS * EPS).rsqrt()                                           # 1 / sqrt(max(M, eps^2))
+    cos = (z_phi - a * z_u) * rq
+    return zh, rnorm, clamped, a, z_u, phi_u, u_u, m, rq, cos
+
+
 class _StepLogits(torch.autograd.Function):
     """z (B, n), phi (C, n) or (B, C, n), grad (B, C, n), alpha of shape (), (1,), (n,) or (C, n), tau of one
-    element -> logits (B, C). First-order: its backward is not itself differentiable."""
+    element -> logits (B, C). Differentiable twice: a `create_graph` backward goes through autograd."""
 
     @staticmethod
     def forward(ctx, z, phi, grad, alpha, tau):
@@ -38,27 +59,29 @@ class _StepLogits(torch.autograd.Function):
 
     @staticmethod
     def _forward(ctx, z, phi, grad, alpha, tau):
-        scalar = alpha.numel() == 1
-        zh, rnorm, clamped = normalize_rows(z)
-        u = grad if scalar else alpha * grad
-        a = alpha.reshape(()) if scalar else torch.ones((), dtype=z.dtype, device=z.device)
-        shared = phi.dim() == 2
-        z_phi = zh @ phi.T if shared else torch.einsum("bn,bcn->bc", zh, phi)
-        phi_phi = torch.einsum("...n,...n->...", phi, phi)                        # (C,) or (B, C)
-        z_u = torch.einsum("bn,bcn->bc", zh, u)
-        phi_u = torch.einsum("cn,bcn->bc" if shared else "bcn,bcn->bc", phi, u)
-        u_u = torch.einsum("bcn,bcn->bc", u, u)
-        m = phi_phi - 2 * a * phi_u + a * a * u_u
-        rq = m.clamp_min(EPS * EPS).rsqrt()                                       # 1 / sqrt(max(M, eps^2))
-        cos = (z_phi - a * z_u) * rq
-        ctx.save_for_backward(z, phi, grad, alpha, tau, zh, rnorm, clamped, a, z_u, phi_u, u_u, m, rq, cos)
-        return tau.reshape(()) * cos
+        terms = _contractions(z, phi, grad, alpha)
+        ctx.save_for_backward(z, phi, grad, alpha, tau, *terms)
+        return tau.reshape(()) * terms[-1]
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, r):
         with torch.autocast(r.device.type, enabled=False):
-            return _StepLogits._backward(ctx, r.to(ctx.saved_tensors[0].dtype))
+            r = r.to(ctx.saved_tensors[0].dtype)
+            if torch.is_grad_enabled():     # create_graph: the backward itself is differentiated
+                return _StepLogits._backward_differentiable(ctx, r)
+            return _StepLogits._backward(ctx, r)
+
+    @staticmethod
+    def _backward_differentiable(ctx, r):
+        """The vector-Jacobian product by autograd through the forward's contractions, recomputed from the saved
+        inputs so that the graph reaches them (the hand-written backward's saved terms are constants). Each input
+        enters through a fresh view: grad may depend on z, phi and tau, and the partial derivatives must not
+        follow that dependence (the outer graph adds it through dgrad)."""
+        inputs = [x.view_as(x) for x in ctx.saved_tensors[:5]]
+        wanted = [x for x, need in zip(inputs, ctx.needs_input_grad) if need]
+        logits = inputs[4].reshape(()) * _contractions(*inputs[:4])[-1]
+        grads = iter(torch.autograd.grad(logits, wanted, r, create_graph=True, allow_unused=True))
+        return tuple(next(grads) if need else None for need in ctx.needs_input_grad)
 
     @staticmethod
     def _backward(ctx, r):
@@ -101,6 +124,6 @@ def cosine_logits_after_step(z, phi, grad, alpha, tau) -> torch.Tensor:
     Exact algebra (the module docstring); in floating point it loses relative precision only when
     ||phi - alpha grad|| is far below ||phi|| (a step that nearly cancels the weight). The norm is clamped at
     eps like `normalize`. z (B, n); phi (C, n) or (B, C, n); grad (B, C, n); alpha and tau: tensors, alpha
-    of shape (), (1,), (n,) or (C, n), tau of one element. Differentiable once (first-order gradients).
+    of shape (), (1,), (n,) or (C, n), tau of one element. Differentiable to any order.
     """
     return _StepLogits.apply(z, phi, grad, alpha, tau)
