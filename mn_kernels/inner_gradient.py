@@ -527,14 +527,16 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
     """z (B,n), keys (S,n), values (S,C) row-probabilities, weight (C,n), tau 0-d tensor (same device).
 
     Raw (un-normalised) inputs; all contiguous, same floating dtype and device.
-    Returns grad (B,C,n) and inner_loss (B,) in the input dtype, and what the backward needs, in float32
-    (float64 for float64 inputs; the query operand in the dot dtype): lse (B,), the attention log-normaliser,
-    a (B,C), a_ic = wh_c . U_ic, and the preparation (a list, ``_Setup.SAVED``)."""
+    Returns, in the compute dtype (float32; float64 for float64 inputs), grad (B,C,n), inner_loss (B,), and
+    what the backward needs besides them: lse (B,), the attention log-normaliser, a (B,C), a_ic = wh_c . U_ic,
+    and the preparation (a list, ``_Setup.SAVED``; the query operand in the dot dtype)."""
     st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
     B, S, C, n = st.B, st.S, st.C, st.n
     lse = st.lse()
-    grad = torch.empty(B, C, n, device=z.device, dtype=z.dtype)
-    loss = torch.empty(B, device=z.device, dtype=z.dtype)
+    # grad and loss in the compute dtype: the backward rebuilds D_i and the projection term from them, and
+    # rounded to bf16 / fp16 they would lose all accuracy at a large gamma (docs/design.md, "Dtypes").
+    grad = torch.empty(B, C, n, device=z.device, dtype=st.ct)
+    loss = torch.empty(B, device=z.device, dtype=st.ct)
     a = torch.empty(B, C, device=z.device, dtype=st.ct)
     grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, meta["BLOCK_C"]))
     _fwd_kernel[grid](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse, st.wh,
@@ -545,7 +547,8 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
 
 def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, saved, gamma: float,
                        entry_dropout: float = 0.0, seed: int = 0):
-    """dgrad (B,C,n), dloss (B,); z..tau as in the forward; grad, inner_loss, lse, a, saved: the forward's outputs.
+    """dgrad (B,C,n), dloss (B,) in the compute dtype; z..tau as in the forward; grad, inner_loss, lse, a, saved:
+    the forward's outputs.
 
     Returns (dz (B,n), dkeys (S,n), dvalues (S,C), dweight (C,n), dtau 0-d), each in its input's dtype."""
     st = _Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=saved)
@@ -555,11 +558,11 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
         raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}, a {(B, C)}")
     # Written to allocate no B x C x n temporary with fp32 inputs (extra-memory budget): the kernel forms
     # dU = P_c dg tile by tile from dg itself, and every B x C x n contraction here is a batched product.
-    h, dL = dgrad.contiguous(), dloss.to(ct).contiguous()
+    hc, g, dL = dgrad.to(ct).contiguous(), grad.to(ct), dloss.to(ct).contiguous()
     wh, w_rnorm, a = st.wh, st.w_rnorm, a.to(ct)                          # (C, n), (C, 1), (B, C)
-    # Everything that needs grad (g) and dg in the compute dtype, before the kernel: for bf16 / fp16 inputs
-    # their fp32 copies are then gone while it runs.
-    hc, g = h.to(ct), grad.to(ct)
+    # The kernel reads dg as a dot operand: in the input dtype (bf16 / fp16 halve its traffic; the upstream
+    # gradient of a bf16 output holds no more bits than that).
+    h = hc.to(st.op_dtype)
     hw = torch.einsum("bcn,cn->bc", hc, wh).contiguous()                # wh_c . dg_ic
     hg = torch.einsum("rk,rk->r", hc.reshape(-1, n), g.reshape(-1, n)).view(B, C)   # dg_ic . grad_ic
     D = hg.sum(1) + dL * inner_loss.to(ct)
@@ -567,7 +570,7 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     # sum_i a_ic dU_ic = (sum_i a_ic dg_ic - (sum_i a_ic hw_ic) wh_c) / ||w_c||.
     dW_proj = -w_rnorm * (hg.sum(0)[:, None] * wh + torch.einsum("bc,bcn->cn", hw, g)
                           + w_rnorm * (torch.einsum("bc,bcn->cn", a, hc) - (a * hw).sum(0)[:, None] * wh))
-    del hc, g
+    del g
     lse = lse.to(ct).contiguous()
 
     # P programs, each owning a contiguous group of entry tiles: the fewest programs that still give no SM

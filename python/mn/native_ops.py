@@ -164,7 +164,7 @@ def _forward_cpu(z, keys, values, weight, tau, gamma: float, entry_dropout: floa
     ptrs = _kernel_args(arrays, ct, z.device, shapes)
     _extension().op_fwd(_dtype_name(ct), B, S, C, n, gamma, *_dropout_args(entry_dropout, seed), ws.numel(),
                         *ptrs, torch.get_num_threads())
-    return grad.to(z.dtype), loss.to(z.dtype), lse, a, [ws]
+    return grad, loss, lse, a, [ws]
 
 
 def _forward_generic(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
@@ -176,14 +176,16 @@ def _forward_generic(z, keys, values, weight, tau, gamma: float, entry_dropout: 
     _call_kernel("fwd", prep, entry_dropout, seed, lse=lse, U=U, loss=loss)
     a = (U * prep.wh).sum(-1)                                               # wh_c . U_ic
     grad = U.sub_(a[..., None] * prep.wh).mul_(prep.w_rnorm)               # P_c U_ic, in U's storage
-    return grad.to(z.dtype), loss.to(z.dtype), lse, a, list(prep)
+    return grad, loss, lse, a, list(prep)
 
 
 @torch.library.custom_op("mn::native_inner_gradient_fwd", mutates_args=())
 def native_inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
                               entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-    """-> grad (B, C, n), inner_loss (B,) in z's dtype; for the backward, in the compute dtype: lse (B,),
-    a (B, C) and the preparation (CPU: [workspace]; elsewhere: the fields of `_Prepared`)."""
+    """-> grad (B, C, n), inner_loss (B,), and for the backward lse (B,), a (B, C) and the preparation (CPU:
+    [workspace]; elsewhere: the fields of `_Prepared`), all in the compute dtype: the backward rebuilds D_i and
+    the projection term from grad and inner_loss, which rounded to bf16 / fp16 lose all accuracy at a large
+    gamma."""
     forward = _forward_cpu if z.device.type == "cpu" else _forward_generic
     return forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)
 
@@ -195,7 +197,8 @@ def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
         prepared = [z.new_empty(_workspace_size(B, S, C, n), dtype=ct)]
     else:
         prepared = list(_prepare(z, keys, values, weight, tau, gamma))
-    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=ct), z.new_empty(B, C, dtype=ct), prepared
+    return (z.new_empty(B, C, n, dtype=ct), z.new_empty(B, dtype=ct), z.new_empty(B, dtype=ct),
+            z.new_empty(B, C, dtype=ct), prepared)
 
 
 @torch.library.custom_op("mn::native_inner_gradient_bwd", mutates_args=())
@@ -270,7 +273,7 @@ def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prep
     return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
 
-register_inner_gradient_autograd(native_inner_gradient_fwd, torch.ops.mn.native_inner_gradient_bwd)
+register_inner_gradient_autograd(native_inner_gradient_fwd, native_inner_gradient_bwd, "native")
 
 
 def inner_gradient_native(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
@@ -278,4 +281,4 @@ def inner_gradient_native(z, keys, values, weight, tau, *, gamma, entry_dropout=
     grad, loss, *_ = torch.ops.mn.native_inner_gradient_fwd(
         z.contiguous(), keys.contiguous(), values.contiguous(), weight.contiguous(), tau.reshape(()),
         float(gamma), float(entry_dropout), int(seed))
-    return grad, loss
+    return grad.to(z.dtype), loss.to(z.dtype)

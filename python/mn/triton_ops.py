@@ -53,7 +53,8 @@ def rejects(n: int, dtype: torch.dtype) -> str | None:
 @torch.library.custom_op("mn::inner_gradient_fwd", mutates_args=())
 def inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
                        entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-    """-> grad (B, C, n), inner_loss (B,), and for the backward lse (B,) (attention log-normaliser),
+    """-> grad (B, C, n), inner_loss (B,) in the compute dtype (float32, float64 for float64 inputs: the
+    backward needs them unrounded), and for the backward lse (B,) (attention log-normaliser),
     a (B, C) (a_ic = wh_c . U_ic, the projection's coefficient) and the per-call preparation (row norms,
     per-entry delta and ce: `mn_kernels.inner_gradient._Setup.SAVED`)."""
     return _kernels().inner_gradient_fwd(z, keys, values, weight, tau, gamma, entry_dropout, seed)
@@ -64,7 +65,8 @@ def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
     B, C, n = z.shape[0], weight.shape[0], weight.shape[1]
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
     saved = _kernels()._Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed).saved()   # torch ops only
-    return z.new_empty(B, C, n), z.new_empty(B), z.new_empty(B, dtype=acc), z.new_empty(B, C, dtype=acc), saved
+    return (z.new_empty(B, C, n, dtype=acc), z.new_empty(B, dtype=acc), z.new_empty(B, dtype=acc),
+            z.new_empty(B, C, dtype=acc), saved)
 
 
 @torch.library.custom_op("mn::inner_gradient_bwd", mutates_args=())
@@ -82,7 +84,7 @@ def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, save
     return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
 
-register_inner_gradient_autograd(inner_gradient_fwd, torch.ops.mn.inner_gradient_bwd)
+register_inner_gradient_autograd(inner_gradient_fwd, inner_gradient_bwd, "triton")
 
 
 def inner_gradient_triton(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
@@ -90,4 +92,4 @@ def inner_gradient_triton(z, keys, values, weight, tau, *, gamma, entry_dropout=
     grad, loss, *_ = torch.ops.mn.inner_gradient_fwd(z.contiguous(), keys.contiguous(), values.contiguous(),
                                                    weight.contiguous(), tau.reshape(()), float(gamma),
                                                    float(entry_dropout), int(seed))
-    return grad, loss
+    return grad.to(z.dtype), loss.to(z.dtype)
