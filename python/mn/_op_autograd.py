@@ -38,3 +38,8 @@ def register_inner_gradient_autograd(forward_op, backward_op, backend: str) -> N
             "available. Use backend='torch' or backend='autograd', whose backwards are differentiable.")
 
     backward_op.register_autograd(double_backward, setup_context=lambda ctx, inputs, output: None)
+    # Autocast: both ops compute in float32 (float64 stays float64), as torch does for softmax and norms; their
+    # host code then runs outside autocast, so the kernels get operands of one dtype (docs/design.md, "Dtypes").
+    for op in (forward_op, backward_op):
+        for device_type in ("cpu", "cuda"):
+            torch.library.register_autocast(op, device_type, torch.float32)

@@ -2,11 +2,31 @@
 dispatches."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ._validate import check_dropout, check_inner_inputs, check_positive
 from .backends import BACKENDS, get_backend
 from .step_logits import cosine_logits_after_step
+
+
+def _float32_under_autocast(op):
+    """Runs `op` outside autocast with its floating tensor arguments in float32 (float64 ones unchanged) when
+    autocast is on for z's device: the ops' autocast policy, float32 like torch's softmax and norm, whatever
+    the backend (the custom ops register the same)."""
+    @functools.wraps(op)
+    def wrapper(z, *args, **kwargs):
+        device_type = z.device.type if isinstance(z, torch.Tensor) else None
+        if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+            return op(z, *args, **kwargs)
+
+        def cast(x):
+            return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64 \
+                else x
+        with torch.autocast(device_type, enabled=False):
+            return op(cast(z), *map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+    return wrapper
 
 
 def _as_tau(tau, like: torch.Tensor):
@@ -20,6 +40,7 @@ def draw_seed(entry_dropout: float, seed):
     return 0 if seed is None else int(seed)
 
 
+@_float32_under_autocast
 def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None, backend="auto"):
     """Per-example gradient of the attention-weighted inner loss w.r.t. a cosine classifier's weight.
 
@@ -30,6 +51,8 @@ def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, se
     z (B, n), keys (S, n), values (S, C) probabilities, weight (C, n), tau: scalar tensor (or number).
     Returns grad (B, C, n) and inner_loss (B,), differentiable w.r.t. every tensor input.
     backend: "auto", "torch", "autograd", or any registered (`mn.available_backends()`).
+    Under torch.autocast the op computes in float32 (float64 operands stay float64): it is a softmax and a
+    cross-entropy as much as a matmul. Outside autocast it computes in its operands' dtype.
     """
     tau = _as_tau(tau, z)
     check_inner_inputs(z, keys, values, weight, tau, gamma)
@@ -57,6 +80,7 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
     return phi, grad
 
 
+@_float32_under_autocast
 def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
                     backend="auto"):
     """Per-example fine-tuned classifier weights phi (B, C, n) (paper Eq. 8; Algorithm 1-2).
@@ -76,6 +100,7 @@ def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1
     return phi - alpha * grad
 
 
+@_float32_under_autocast
 def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
                    backend="auto"):
     """Logits of the per-example fine-tuned cosine classifier (paper Eq. 15): logits_ic = tau * cos(z_i, phi_i,c)
