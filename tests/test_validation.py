@@ -26,10 +26,13 @@ CASES = [
     _bad("z", torch.randn(3, 5, 1), r"z must have shape \(B, n\)"),
     _bad("z", torch.randn(0, 5), r"z must have B >= 1"),
     _bad("keys", torch.randn(0, 5), r"keys is empty \(S = 0\)", values=torch.ones(0, 4) / 4),
-    _bad("values", torch.full((8, 1), 1.0), r"values must have C >= 2"),
-    _bad("values", torch.randn(7, 4).softmax(1), r"values must have shape \(S=8, C\)"),
+    _bad("weight", torch.randn(1, 5), r"weight must have C >= 2 rows"),
+    _bad("values", torch.full((8, 1), 1.0), r"values must have shape \(S=8, C=4\)"),
+    _bad("values", torch.randn(7, 4).softmax(1), r"values must have shape \(S=8, C=4\)"),
+    _bad("values", torch.randn(8, 3).softmax(1), r"values must have shape \(S=8, C=4\): one row per key, one "
+                                                 r"column per row of weight; got \(8, 3\)"),
     _bad("values", torch.randn(8, 4), r"values must hold probabilities"),
-    _bad("weight", torch.randn(4, 6), r"weight must have shape \(4, 5\)"),
+    _bad("weight", torch.randn(4, 6), r"weight must have shape \(C, n=5\), got \(4, 6\)"),
     _bad("tau", torch.ones(2), r"tau must be a scalar"),
     _bad("z", torch.randn(3, 5, dtype=torch.float64), r"keys has dtype torch.float32 but z has torch.float64"),
     _bad("z", torch.randint(0, 3, (3, 5)), r"z must be a floating tensor"),
@@ -41,6 +44,7 @@ CASES = [
     _bad("weight", torch.zeros(4, 5), r"weight has a zero-norm row"),
     _bad("gamma", 0.0, r"gamma must be a finite number > 0"),
     _bad("gamma", -1.0, r"gamma must be a finite number > 0"),
+    _bad("gamma", torch.tensor(5.0), r"gamma must be a Python number"),
     _bad("entry_dropout", 1.0, r"entry_dropout must be a number in \[0, 1\)"),
     _bad("seed", -3, r"seed must be None or an integer"),
     _bad("backend", "cuda", r"backend='cuda' is unknown. Available on cpu: auto, autograd, torch"),
@@ -99,7 +103,7 @@ def test_value_checks_can_be_turned_off(value_checks_off):
     inputs = make_inputs(3, 8, 4, 5, dtype=torch.float32)
     mn.adapted_logits(*inputs, torch.tensor(float("nan")), gamma=5.0)
     # ... while shapes, dtypes and devices are still checked.
-    with pytest.raises(ValueError, match=r"weight must have shape \(4, 5\)"):
+    with pytest.raises(ValueError, match=r"weight must have shape \(C, n=5\)"):
         _call(weight=torch.randn(4, 6))
     with pytest.raises(ValueError, match=r"alpha must be a scalar"):
         mn.adapted_logits(*inputs, torch.ones(3), gamma=5.0)
@@ -126,3 +130,25 @@ def test_adapted_logits_checks_operands_and_alpha_in_one_synchronisation(monkeyp
     monkeypatch.setattr(validate, "_check_values", lambda named: (reads.append(sorted(named)), original(named)))
     mn.adapted_logits(*make_inputs(3, 8, 4, 5, dtype=torch.float32), torch.tensor(0.1), gamma=5.0)
     assert reads == [sorted(NAMES + ["alpha"])]
+
+
+def test_gamma_beyond_the_inputs_dtype_range_is_refused():
+    """float16 holds at most 65504: gamma * cos would overflow to inf on the backends computing in float16."""
+    inputs = make_inputs(3, 8, 4, 5, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"gamma = 100000.0 overflows the inputs' dtype torch.float16"):
+        mn.inner_gradient(*inputs, gamma=1e5)
+    grad, _ = mn.inner_gradient(*inputs, gamma=6e4, backend="torch")
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "autograd"])
+def test_meta_tensors_get_shapes_checked_and_values_skipped(backend):
+    """On the meta device (shape inference, deferred init) there are no values to check; shapes still are."""
+    z, keys, values, weight, tau = [t.to("meta") for t in make_inputs(3, 8, 4, 5)]
+    alpha = torch.tensor(0.1, dtype=torch.float64, device="meta")
+    grad, loss = mn.inner_gradient(z, keys, values, weight, tau, gamma=5.0, backend=backend)
+    logits = mn.adapted_logits(z, keys, values, weight, tau, alpha, gamma=5.0, inner_steps=2, backend=backend)
+    assert grad.shape == (3, 4, 5) and loss.shape == (3,) and logits.shape == (3, 4)
+    assert grad.device.type == logits.device.type == "meta"
+    with pytest.raises(ValueError, match=r"values must have shape \(S=8, C=4\)"):
+        mn.inner_gradient(z, keys, values[:, :3], weight, tau, gamma=5.0, backend=backend)

@@ -97,22 +97,31 @@ def check_inner_inputs(z, keys, values, weight, tau, gamma, *, alpha=None, per_e
     S = keys.shape[0]
     if S < 1:
         raise ValueError("keys is empty (S = 0): the dictionary needs at least one entry")
-    if values.dim() != 2 or values.shape[0] != S:
-        raise ValueError(f"values must have shape (S={S}, C), got {tuple(values.shape)}")
-    C = values.shape[1]
+    # The classifier's weight sets C; values must then have one column per class.
+    want = "(B={B}, C, n={n})" if per_example_weight else "(C, n={n})"
+    lead = (B,) if per_example_weight else ()
+    if weight.dim() != len(lead) + 2 or tuple(weight.shape[:-2]) != lead or weight.shape[-1] != n:
+        raise ValueError(f"weight must have shape {want.format(B=B, n=n)}, got {tuple(weight.shape)}")
+    C = weight.shape[-2]
     if C < 2:
-        raise ValueError(f"values must have C >= 2 classes, got C = {C}")
-    want = (B, C, n) if per_example_weight else (C, n)
-    if tuple(weight.shape) != want:
-        raise ValueError(f"weight must have shape {want}, got {tuple(weight.shape)}")
+        raise ValueError(f"weight must have C >= 2 rows (classes), got C = {C}")
+    if values.dim() != 2 or values.shape != (S, C):
+        raise ValueError(f"values must have shape (S={S}, C={C}): one row per key, one column per row of weight; "
+                         f"got {tuple(values.shape)}")
     if tau.numel() != 1:
         raise ValueError(f"tau must be a scalar (one-element) tensor, got shape {tuple(tau.shape)}")
+    if isinstance(gamma, torch.Tensor):
+        raise TypeError("gamma must be a Python number (a fixed hyperparameter, not differentiable), got a tensor; "
+                        "pass float(gamma)")
     check_positive("gamma", gamma)
+    if gamma > torch.finfo(z.dtype).max:
+        raise ValueError(f"gamma = {gamma!r} overflows the inputs' dtype {z.dtype} (largest finite value "
+                         f"{torch.finfo(z.dtype).max:g}): use float32 inputs or a smaller gamma")
     if alpha is not None:
         _check_alpha_shape(alpha, C, n, z)
         named["alpha"] = alpha
-    # Value checks read data: a graph break, so compiled code skips them.
-    if _VALUE_CHECKS and not torch.compiler.is_compiling():
+    # Value checks read data: a graph break, so compiled code skips them; meta tensors hold none.
+    if _VALUE_CHECKS and not torch.compiler.is_compiling() and z.device.type != "meta":
         _check_values(named)
     return B, S, C, n
 
