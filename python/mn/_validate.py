@@ -72,12 +72,12 @@ def check_dropout(entry_dropout, seed) -> None:
         raise ValueError(f"seed must be None or an integer in [0, 2**63), got {seed!r}")
 
 
-def check_inner_inputs(z, keys, values, weight, tau, gamma, *, alpha=None, per_example_weight: bool = False):
+def check_inner_inputs(z, keys, values, weight, tau, gamma, *, alpha=None):
     """Checks the operands of `inner_gradient`, and the inner rate `alpha` if given; returns (B, S, C, n).
 
-    z (B, n), keys (S, n), values (S, C) row-probabilities, weight (C, n) -- or (B, C, n) when
-    per_example_weight --, tau a one-element tensor; one floating dtype and one device for all; alpha a
-    scalar, (n,) or (C, n) tensor. The value checks of all of them share one synchronisation.
+    z (B, n), keys (S, n), values (S, C) row-probabilities, weight (C, n), tau a one-element tensor; one
+    floating dtype and one device for all; alpha a scalar, (n,) or (C, n) tensor. The value checks of all of
+    them share one synchronisation (none on the meta device, which holds no values).
     """
     named = {"z": z, "keys": keys, "values": values, "weight": weight, "tau": tau}
     for name, x in named.items():
@@ -98,11 +98,9 @@ def check_inner_inputs(z, keys, values, weight, tau, gamma, *, alpha=None, per_e
     if S < 1:
         raise ValueError("keys is empty (S = 0): the dictionary needs at least one entry")
     # The classifier's weight sets C; values must then have one column per class.
-    want = "(B={B}, C, n={n})" if per_example_weight else "(C, n={n})"
-    lead = (B,) if per_example_weight else ()
-    if weight.dim() != len(lead) + 2 or tuple(weight.shape[:-2]) != lead or weight.shape[-1] != n:
-        raise ValueError(f"weight must have shape {want.format(B=B, n=n)}, got {tuple(weight.shape)}")
-    C = weight.shape[-2]
+    if weight.dim() != 2 or weight.shape[1] != n:
+        raise ValueError(f"weight must have shape (C, n={n}), got {tuple(weight.shape)}")
+    C = weight.shape[0]
     if C < 2:
         raise ValueError(f"weight must have C >= 2 rows (classes), got C = {C}")
     if values.dim() != 2 or values.shape != (S, C):
