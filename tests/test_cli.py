@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from mn.cli import main
 
 
@@ -37,3 +39,60 @@ def test_errors_are_one_line_messages(tmp_path, capsys):
 def test_python_dash_m_mn_is_the_command():
     out = subprocess.run([sys.executable, "-m", "mn", "train", "--help"], capture_output=True, text=True, check=True)
     assert "--inner-steps" in out.stdout and "--seeds" in out.stdout
+
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert all(n in err for n in needles), err
+    return err
+
+
+def test_cuda_device_without_cuda_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    quick = ["--dataset", "spirals", "--epochs", "1", "--max-steps-per-epoch", "1", "--no-progress"]
+    assert main(["train", *quick, "--device", "cuda"]) == 2
+    _one_line_error(capsys, "mn train: error: --device 'cuda': CUDA is not available")
+    assert main(["train", *quick, "--device", "cpu", "--out-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "seed0" / "best.pt"), "--device", "cuda"]) == 2
+    _one_line_error(capsys, "mn eval: error: --device 'cuda': CUDA is not available")
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("a,y\n1,2\n", "tiny.csv: 1 row(s) is fewer than the 5 cross-validation folds"),
+    ("a,y\n1,2\n3,4\n5,6\n", "tiny.csv: 3 row(s) is fewer than the 5 cross-validation folds"),
+    ("a,y\n" + "".join(f"{i},{i}e199\n" for i in range(1, 9)), "tiny.csv: values up to 8e+199 overflow float32"),
+], ids=["1-row", "3-rows", "1e200"])
+def test_unusable_csv_is_a_one_line_error_naming_the_file(tmp_path, capsys, content, expected):
+    (tmp_path / "tiny.csv").write_text(content)
+    assert main(["train", "--dataset", f"csv:{tmp_path / 'tiny.csv'}", "--epochs", "1", "--no-progress"]) == 2
+    _one_line_error(capsys, "mn train: error:", expected)
+
+
+def test_eval_opens_no_path_the_checkpoint_names(tmp_path, capsys, monkeypatch):
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{i},{i % 7},{i * 0.3}\n" for i in range(40)))
+    quick = ["--epochs", "1", "--max-steps-per-epoch", "1", "--fold", "0", "--no-progress"]
+    assert main(["train", "--dataset", f"csv:{csv}", *quick, "--out-dir", str(tmp_path / "csv-run")]) == 0
+    capsys.readouterr()
+    checkpoint = str(tmp_path / "csv-run" / "seed0" / "fold0" / "best.pt")
+    assert main(["eval", checkpoint]) == 2
+    _one_line_error(capsys, f"was trained on csv:{csv}", "pass --dataset csv:<path>")
+    assert main(["eval", checkpoint, "--dataset", f"csv:{csv}"]) == 0
+    assert json.loads(capsys.readouterr().out)["dataset"] == f"csv:{csv}"
+    assert main(["eval", checkpoint, "--dataset", "digits"]) == 2
+    _one_line_error(capsys, "--dataset 'digits' does not fit")
+
+    # --data-dir: the stored one is not used either; the default ($MN_DATA) is, unless --data-dir is passed.
+    from test_data_files import write_uci
+    write_uci(tmp_path / "files", "gom", rows=40)
+    monkeypatch.setenv("MN_DATA", str(tmp_path / "empty"))
+    assert main(["train", "--dataset", "gom", "--data-dir", str(tmp_path / "files"), *quick,
+                 "--out-dir", str(tmp_path / "gom-run")]) == 0
+    capsys.readouterr()
+    checkpoint = str(tmp_path / "gom-run" / "seed0" / "fold0" / "best.pt")
+    assert main(["eval", checkpoint]) == 2
+    _one_line_error(capsys, "not found: expected " + str(tmp_path / "empty"))
+    assert main(["eval", checkpoint, "--data-dir", str(tmp_path / "files")]) == 0

@@ -154,3 +154,70 @@ def test_bad_image_and_bad_table_name_the_file(tmp_path):
     path.write_text("1,2,x\n")
     with pytest.raises(DataFormatError, match="TomsHardware.data is not a numeric"):
         load_dataset("toms", tmp_path)
+
+
+def _write_cifar10_batch(root, name, labels, protocol=pickle.DEFAULT_PROTOCOL):
+    path = root / "cifar-10-batches-py" / name
+    with open(path, "wb") as f:
+        pickle.dump({b"data": np.zeros((len(labels), 3072), np.uint8), b"labels": np.array(labels)}, f,
+                    protocol=protocol)
+
+
+def test_cifar_labels_out_of_range_name_the_file_and_label(tmp_path):
+    make_cifar10(tmp_path)
+    _write_cifar10_batch(tmp_path, "data_batch_2", [3, 10, 1])
+    with pytest.raises(DataFormatError, match=r"data_batch_2: label 10 \(row 1 of b'labels'\) is outside 0\.\.9"):
+        load_dataset("cifar10", tmp_path)
+    _write_cifar10_batch(tmp_path, "data_batch_2", [-1, 0])
+    with pytest.raises(DataFormatError, match="data_batch_2: label -1"):
+        load_dataset("cifar10", tmp_path)
+    for split in ("train", "test"):
+        _cifar_pickle(tmp_path / "cifar-100-python" / split, 6, {"fine_labels": 100, "coarse_labels": 20})
+    with open(tmp_path / "cifar-100-python" / "test", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [5, 99], b"coarse_labels": [19, 20]}, f)
+    with pytest.raises(DataFormatError, match=r"cifar-100-python.test: label 20 \(row 1 of b'coarse_labels'\)"):
+        load_dataset("cifar100", tmp_path)
+
+
+def test_python3_protocol2_cifar_pickles_load_and_stay_safe(tmp_path):
+    import codecs
+
+    make_cifar10(tmp_path)
+    _write_cifar10_batch(tmp_path, "test_batch", [7, 0, 9], protocol=2)     # bytes via _codecs.encode(.., latin1)
+    assert load_dataset("cifar10", tmp_path).test.y.tolist() == [7, 0, 9]
+
+    class OtherCodec:
+        def __reduce__(self):
+            return (codecs.encode, ("text", "rot13"))     # pickles as _codecs.encode, with another codec
+
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": OtherCodec(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(DataFormatError, match=r"test_batch .*refusing _codecs.encode\('text', 'rot13'\)"):
+        load_dataset("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_csv_with_fewer_rows_than_folds_names_the_file(tmp_path, rows):
+    path = tmp_path / "small.csv"
+    path.write_text("a,b,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(rows)))
+    with pytest.raises(DataFormatError, match=f"small.csv: {rows} row\\(s\\) is fewer than the 5 cross-validation "
+                                              "folds; it needs at least 5 rows"):
+        prepare(load_dataset(f"csv:{path}"), fold=0, folds=5)
+
+
+def test_csv_with_too_few_training_rows_per_fold_names_the_file(tmp_path):
+    path = tmp_path / "three.csv"          # 3 folds of 1 row: 2 left for training, 1 of them for validation
+    path.write_text("a,y\n1,2\n3,4\n5,6\n")
+    with pytest.raises(DataFormatError, match=r"three.csv: 3 rows leave 1 training row\(s\) in a fold"):
+        prepare(load_dataset(f"csv:{path}"), fold=1, folds=3, val_fraction=0.1)
+
+
+def test_csv_values_that_overflow_name_the_file(tmp_path):
+    huge = tmp_path / "huge.csv"
+    huge.write_text("a,b,y\n" + "".join(f"{i},{'1e200' if i == 3 else i},{i}\n" for i in range(10)))
+    with pytest.raises(DataFormatError, match=r"huge.csv: values up to 1e\+200 overflow float32"):
+        load_dataset(f"csv:{huge}")
+    wide = tmp_path / "wide.csv"           # each value fits float32, their sum (the mean) does not
+    wide.write_text("a,b,y\n" + "".join(f"{i},3e38,{i}\n" for i in range(10)))
+    with pytest.raises(DataFormatError, match=r"wide.csv: standardising the inputs overflows float32"):
+        prepare(load_dataset(f"csv:{wide}"), fold=0)

@@ -57,3 +57,44 @@ def test_bad_checkpoint_files_are_named(tmp_path):
     truncated.write_bytes((tmp_path / "run" / "seed0" / "last.pt").read_bytes()[:2000])
     with pytest.raises(CheckpointError, match="truncated.pt"):
         evaluate_checkpoint(truncated)
+
+
+def _rewrite(source, target, change):
+    """A copy of checkpoint `source` at `target` with change(blob) applied to its raw content."""
+    blob = torch.load(source, weights_only=True)
+    change(blob)
+    torch.save(blob, target)
+    return target
+
+
+def _poison(blob, key="model"):
+    name = next(iter(blob[key]))
+    blob[key] = dict(blob[key], **{name: torch.full_like(blob[key][name], float("nan"))})
+
+
+def test_checkpoints_without_weights_or_with_nan_weights_are_named(tmp_path):
+    from mn.cli import main
+
+    _run(tmp_path / "run", epochs=1)
+    best = tmp_path / "run" / "seed0" / "best.pt"
+    no_model = _rewrite(best, tmp_path / "no_model.pt", lambda blob: blob.pop("model"))
+    with pytest.raises(CheckpointError, match="no_model.pt has no 'model' entry"):
+        evaluate_checkpoint(no_model)
+    nan = _rewrite(best, tmp_path / "nan.pt", _poison)
+    with pytest.raises(CheckpointError, match=r"nan.pt: the weights in 'model' hold NaN or Inf \(.+\); the run "
+                                              "diverged or the file is damaged"):
+        evaluate_checkpoint(nan)
+    assert main(["eval", str(nan)]) == 2
+
+
+@pytest.mark.parametrize("damage", ["no model", "nan model", "nan best model"])
+def test_resume_from_a_damaged_last_checkpoint_says_so(tmp_path, damage):
+    _run(tmp_path, epochs=1)
+    last = tmp_path / "seed0" / "last.pt"
+    change = {"no model": lambda blob: blob.pop("model"), "nan model": _poison,
+              "nan best model": lambda blob: _poison(blob, "best_model")}[damage]
+    _rewrite(last, last, change)
+    expected = {"no model": "last.pt has no 'model' entry", "nan model": "last.pt: the weights in 'model' hold NaN",
+                "nan best model": "last.pt: the weights in 'best_model' hold NaN"}[damage]
+    with pytest.raises(CheckpointError, match=expected):
+        _run(tmp_path, epochs=2, resume=True)

@@ -5,6 +5,7 @@
   mn train --config my.toml --epochs 5          (flags override the file; the file overrides data-set defaults)
   torchrun --nproc_per_node 2 -m mn train ...   (DistributedDataParallel; gloo on CPU, NCCL on GPU)
   mn eval runs/digits-mn/seed0/best.pt          (Algorithm 2 on the saved model)
+  mn eval runs/mine/seed0/fold0/best.pt --dataset csv:mine.csv   (paths only from the command line)
   mn analyze all --out-dir analysis             (the paper's figures on shipped data; see mn analyze -h)
   mn analyze cosine --checkpoint runs/digits-mn/seed0/best.pt --out-dir analysis
 """
@@ -62,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint (Algorithm 2: adapt per example, then predict)")
     ev.add_argument("checkpoint")
     ev.add_argument("--split", choices=("test", "val"), default="test")
-    ev.add_argument("--data-dir", default=None)
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--data-dir", default=None,
+                    help="where the data set's files are (default: $MN_DATA or ./data; never the checkpoint's)")
+    ev.add_argument("--dataset", default=None,
+                    help="csv:<path>: the CSV of a model trained on one (a checkpoint's stored path is not opened)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
     _add_analyze(sub)
     return parser
 
@@ -180,7 +184,7 @@ def main(argv=None) -> int:
         else:
             from .training import evaluate_checkpoint
             print(json.dumps(evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir,
-                                                 device=args.device)))
+                                                 device=args.device, dataset=args.dataset)))
     except (ConfigError, CheckpointError, DataFormatError, FileNotFoundError, MissingPlotting,
             AnalysisError) as e:
         print(f"mn {args.command}: error: {e}", file=sys.stderr)

@@ -39,6 +39,7 @@ class TaskData:
     test is None for sets evaluated by k-fold cross-validation (the regression sets); val is None where the
     set has no official validation split (one is then held out of train).
     augment: random 4-pixel-padded crops and horizontal flips in training (natural 32x32 images only).
+    source: the file it was read from where it is one file (CSV, UCI sets), for error messages.
     """
 
     name: str
@@ -50,6 +51,7 @@ class TaskData:
     val: Split | None = None
     augment: bool = False
     class_names: tuple[str, ...] | None = None
+    source: Path | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 
-from .base import Split, TaskData
+from .base import DataFormatError, Split, TaskData
 
 
 @dataclass
@@ -59,10 +61,38 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def _standardise(train: torch.Tensor, *others: torch.Tensor | None):
+def _where(data: TaskData) -> str:
+    """The file a data set came from where it is one file, else its name (for error messages)."""
+    return str(data.source) if data.source is not None else data.name
+
+
+def _standardise(train: torch.Tensor, *others: torch.Tensor | None, where: str, what: str):
+    """Zero mean, unit variance with the training split's statistics; DataFormatError naming `where` when the
+    values are so large that the statistics or the results overflow float32 (inf, NaN)."""
     mean, std = train.mean(0), train.std(0)
     std = torch.where(std > 0, std, torch.ones_like(std))          # constant columns stay, at zero
-    return [None if t is None else (t - mean) / std for t in (train, *others)], std
+    out = [None if t is None else (t - mean) / std for t in (train, *others)]
+    if not all(bool(torch.isfinite(t).all()) for t in (mean, std, *[t for t in out if t is not None])):
+        raise DataFormatError(f"{where}: standardising the {what} overflows float32 (values up to "
+                              f"{train.abs().max().item():.3g}); rescale the data")
+    return out, std
+
+
+def _check_rows(data: TaskData, n: int, folds: int, val_fraction: float) -> None:
+    """DataFormatError naming the file when a set evaluated by cross-validation has too few rows: fewer than
+    `folds` (a fold without test rows), or too few for every fold to keep 2 training rows (for a standard
+    deviation) after its test rows and its validation share. (A `folds` below 2 is kfold_split's to refuse.)"""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        return
+    if n < folds:
+        raise DataFormatError(f"{_where(data)}: {n} row(s) is fewer than the {folds} cross-validation folds; it "
+                              f"needs at least {max(folds, 2)} rows (or pass a smaller --folds, at least 2)")
+    train = n - math.ceil(n / folds)                               # the smallest training split of any fold
+    left = train - (max(1, round(val_fraction * train)) if val_fraction > 0 else 0)
+    if left < 2:
+        raise DataFormatError(f"{_where(data)}: {n} rows leave {max(left, 0)} training row(s) in a fold after its "
+                              f"test rows and the validation share ({val_fraction}); it needs at least 2: use "
+                              f"more rows, fewer --folds or a smaller --val-fraction")
 
 
 def kfold_split(n: int, fold: int, folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,6 +119,7 @@ def prepare(data: TaskData, *, val_fraction: float = 0.1, fold: int | None = Non
     if test is None:
         if fold is None:
             raise ValueError(f"{data.name} has no test split: pass fold (0..{folds - 1}) for cross-validation")
+        _check_rows(data, len(train), folds, val_fraction)
         train_idx, test_idx = kfold_split(len(train), fold, folds, split_seed)
         train, test = train.subset(train_idx), train.subset(test_idx)
     elif fold is not None:
@@ -102,10 +133,12 @@ def prepare(data: TaskData, *, val_fraction: float = 0.1, fold: int | None = Non
         mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-6)
         return Prepared(data, train, val, test, mean=mean, std=std)
     has_val = val is not None
-    (xt, xv, xs), _ = _standardise(train.x, val.x if has_val else None, test.x)
+    where = _where(data)
+    (xt, xv, xs), _ = _standardise(train.x, val.x if has_val else None, test.x, where=where, what="inputs")
     target_std = None
     if data.task == "regression":
-        (yt, yv, ys), target_std = _standardise(train.y, val.y if has_val else None, test.y)
+        (yt, yv, ys), target_std = _standardise(train.y, val.y if has_val else None, test.y, where=where,
+                                                what="targets")
     else:
         yt, yv, ys = train.y, val.y if has_val else None, test.y
     return Prepared(data, Split(xt, yt), Split(xv, yv) if has_val else None, Split(xs, ys), target_std=target_std)

@@ -67,8 +67,12 @@ def _as_task(name: str, table: np.ndarray, features, targets, path: Path) -> Tas
     x, y = table[:, features], table[:, targets]
     if x.shape[1] == 0 or y.shape[1] == 0:
         raise DataFormatError(f"{path}: {table.shape[1]} columns is too few for the expected features and target")
+    largest, limit = float(np.abs(table).max()), float(np.finfo(np.float32).max)
+    if largest > limit:          # would turn into inf in float32, and into NaN when standardised
+        raise DataFormatError(f"{path}: values up to {largest:.3g} overflow float32 (largest {limit:.3g}); "
+                              f"rescale the columns")
     split = Split(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
-    return TaskData(name, "regression", "tabular", split, None, num_outputs=y.shape[1])
+    return TaskData(name, "regression", "tabular", split, None, num_outputs=y.shape[1], source=path)
 
 
 def load_uci(name: str, root: Path) -> TaskData:

@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .config import ConfigError
+
 
 @dataclass
 class Context:
@@ -26,15 +28,17 @@ class Context:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto": this process's GPU if CUDA is available, else the CPU; otherwise the named device."""
+    """"auto": this process's GPU if CUDA is available, else the CPU; otherwise the named device.
+    ConfigError naming --device for a name torch does not know or a CUDA device on a machine without CUDA
+    (rather than a traceback from deep inside the first .to(device))."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"device must be 'auto' or a torch device such as 'cpu' or 'cuda', got {name!r}") from e
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"--device must be 'auto' or a torch device such as 'cpu' or 'cuda', got {name!r}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu (or auto)")
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..data import Prepared, Split
-from .checkpoint import load_checkpoint, load_scheduler_state, save_checkpoint, scheduler_state
+from .checkpoint import (CheckpointError, append_line, load_checkpoint, load_scheduler_state, require_entries,
+                         require_finite_weights, save_checkpoint, scheduler_state, write_lines)
 from .config import TrainConfig, config_to_dict
 from .distributed import Context, unwrap, wrap
 from .methods import build_model, per_example_loss
@@ -65,6 +66,46 @@ def _better(task: str, new: dict, best: dict | None) -> bool:
     return new["accuracy"] > best["accuracy"] if task == "classification" else new["mse"] < best["mse"]
 
 
+# What a run's last.pt must hold for a resume ("history", the epoch records, is newer and optional).
+RUN_KEYS = ("seed", "fold", "epoch", "model", "optimizer", "scheduler", "bad_epochs", "best_val_loss", "best_epoch",
+            "best_metrics", "best_model")
+
+
+def best_checkpoint(state: dict) -> dict:
+    """best.pt's content, a function of last.pt's state alone: the best model's weights, its epoch and
+    metrics. So best.pt can always be rebuilt from last.pt (Run._recover), and equals what it was when written."""
+    return {"seed": state["seed"], "fold": state["fold"], "epoch": state["best_epoch"], "model": state["best_model"],
+            "best_epoch": state["best_epoch"], "best_metrics": state["best_metrics"]}
+
+
+def _holds(path: Path, wanted: dict) -> bool:
+    """Whether the checkpoint at `path` is `wanted` (same seed, fold, epoch and weights)."""
+    try:
+        _, state = load_checkpoint(path)
+    except CheckpointError:
+        return False
+    if any(state.get(k) != wanted[k] for k in ("seed", "fold", "epoch")):
+        return False
+    model, ours = state.get("model"), wanted["model"]
+    return (isinstance(model, dict) and model.keys() == ours.keys()
+            and all(torch.equal(model[k], ours[k].cpu()) for k in ours))
+
+
+def read_records(path: Path) -> list[dict]:
+    """The JSON records of a metrics.jsonl; a torn line (a kill mid-append) is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def _progress(iterable, *, enabled: bool, desc: str, total: int):
     if not enabled:
         return iterable
@@ -76,6 +117,12 @@ class Run:
     """One training run (one seed, one fold) of `cfg` on `data`, in context `ctx`.
 
     run_dir: where last.pt, best.pt and metrics.jsonl go (None: nothing written, nothing resumed).
+
+    Surviving a kill at any moment: each epoch writes last.pt first -- the commit point, holding the whole state
+    including the best model and every epoch's metrics record -- then best.pt (when the epoch is the best), then
+    the metrics line; each file write is atomic and fsync'd. A kill leaves best.pt and metrics.jsonl at most one
+    step behind last.pt, and a resume rebuilds both from last.pt before training on (`_recover`). A fresh run
+    starts metrics.jsonl anew; a resumed run that had already finished logs its result record only once.
     """
 
     def __init__(self, cfg: TrainConfig, data: Prepared, ctx: Context, *, seed: int, fold: int | None = None,
@@ -89,6 +136,8 @@ class Run:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.epoch, self.bad_epochs, self.best_val_loss = 0, 0, float("inf")
         self.best, self.best_epoch, self.best_state = None, 0, None
+        self.history: list[dict] = []          # the epoch records written to metrics.jsonl, kept in last.pt
+        self._fresh_log, self._result_logged = True, False
         if cfg.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
             self._resume(self.run_dir / "last.pt")
 
@@ -99,35 +148,83 @@ class Run:
                 "scheduler": scheduler_state(self.scheduler), "bad_epochs": self.bad_epochs,
                 "best_val_loss": self.best_val_loss,
                 "best_epoch": self.best_epoch, "best_metrics": self.best or {},
-                "best_model": self.best_state if self.best_state is not None else self.model.state_dict()}
+                "best_model": self.best_state if self.best_state is not None else self.model.state_dict(),
+                "history": self.history}
 
     def _resume(self, path: Path) -> None:
+        """Continue from last.pt: checked first (complete, this seed and fold, finite weights) so a bad file
+        is a one-line CheckpointError; then best.pt and metrics.jsonl are brought in line with it."""
         _, state = load_checkpoint(path, map_location=self.ctx.device)
-        if state.get("seed") != self.seed:
-            raise ValueError(f"{path} is a checkpoint of seed {state.get('seed')}, not {self.seed}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        load_scheduler_state(self.scheduler, state["scheduler"])
+        require_entries(path, state, RUN_KEYS)
+        fold = -1 if self.fold is None else self.fold
+        if state["seed"] != self.seed or state["fold"] != fold:
+            raise CheckpointError(f"{path} is a checkpoint of seed {state['seed']}, fold {state['fold']}, "
+                                  f"not seed {self.seed}, fold {fold}")
+        require_finite_weights(path, state["model"], "model")
+        require_finite_weights(path, state["best_model"], "best_model")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            load_scheduler_state(self.scheduler, state["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: its state does not fit the model and optimiser of this configuration "
+                                  f"({type(e).__name__}: {e})") from e
         self.epoch, self.bad_epochs, self.best_epoch = state["epoch"], state["bad_epochs"], state["best_epoch"]
         self.best_val_loss = state["best_val_loss"]
         self.best = state["best_metrics"] or None
         self.best_state = state["best_model"]
+        self.history = list(state.get("history") or [])
+        self._fresh_log = False
+        if self.ctx.main:
+            self._recover(state, had_history="history" in state)
+
+    def _recover(self, state: dict, *, had_history: bool) -> None:
+        """Makes best.pt and metrics.jsonl agree with last.pt (`state`), whatever moment a kill struck:
+        best.pt is rewritten unless it already holds last.pt's best model; metrics.jsonl is rewritten as
+        last.pt's epoch records (checkpoints from before the history was kept: the file's own records up to
+        last.pt's epoch, once each), plus the result record only if the run is finished and had logged it."""
+        best = best_checkpoint(state)
+        if not _holds(self.run_dir / "best.pt", best):
+            save_checkpoint(self.run_dir / "best.pt", config=config_to_dict(self.cfg), state=best)
+        old = read_records(self.run_dir / "metrics.jsonl")
+        if not had_history:
+            by_epoch = {}
+            for r in old:
+                if r.get("event") == "epoch" and isinstance(r.get("epoch"), int) and r["epoch"] <= self.epoch:
+                    by_epoch.setdefault(r["epoch"], r)
+            self.history = [by_epoch[e] for e in sorted(by_epoch)]
+        results = [r for r in old if r.get("event") == "result" and r.get("epochs") == self.epoch]
+        results = results[:1] if self.finished() else []
+        self._result_logged = bool(results)
+        write_lines(self.run_dir / "metrics.jsonl", [json.dumps(r) for r in self.history + results])
 
     def _save(self) -> None:
+        """last.pt, the commit point, then best.pt when this epoch is the best (see the class docstring)."""
         if self.run_dir is None or not self.ctx.main:
             return
-        config = config_to_dict(self.cfg)
-        save_checkpoint(self.run_dir / "last.pt", config=config, state=self._state())
+        config, state = config_to_dict(self.cfg), self._state()
+        save_checkpoint(self.run_dir / "last.pt", config=config, state=state)
         if self.best_epoch == self.epoch:
-            save_checkpoint(self.run_dir / "best.pt", config=config,
-                            state={**self._state(), "model": self.model.state_dict()})
+            save_checkpoint(self.run_dir / "best.pt", config=config, state=best_checkpoint(state))
 
-    def _log(self, record: dict) -> None:
+    def _line(self, record: dict) -> dict:
+        return {"seed": self.seed, "fold": self.fold, **record}
+
+    def _log(self, line: dict) -> None:
+        """Appends a record to metrics.jsonl (a fresh run's first record replaces what an earlier run left)."""
         if self.run_dir is None or not self.ctx.main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"seed": self.seed, "fold": self.fold, **record}) + "\n")
+        path = self.run_dir / "metrics.jsonl"
+        if self._fresh_log:
+            write_lines(path, [json.dumps(line)])
+            self._fresh_log = False
+        else:
+            append_line(path, json.dumps(line))
+
+    def finished(self) -> bool:
+        """Trained to cfg.epochs, or stopped early (cfg.patience epochs without a better validation loss)."""
+        return self.epoch >= self.cfg.epochs or (self.cfg.patience is not None
+                                                 and self.bad_epochs >= self.cfg.patience)
 
     # -- training --------------------------------------------------------------------------------------
     def train_epoch(self) -> float:
@@ -165,8 +262,7 @@ class Run:
         model (by validation; the last model where there is no validation split) on the test split.
         on_epoch(run): called after each epoch's validation and checkpoint (e.g. to record the dictionary)."""
         cfg, task = self.cfg, self.data.data.task
-        stopped = self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
-        while self.epoch < cfg.epochs and not stopped:
+        while not self.finished():
             start = time.perf_counter()
             train_loss = self.train_epoch()
             self.epoch += 1
@@ -183,18 +279,19 @@ class Run:
                 improved = val["loss"] < self.best_val_loss
                 self.best_val_loss = min(self.best_val_loss, val["loss"])
                 self.bad_epochs = 0 if improved else self.bad_epochs + 1
-                stopped = cfg.patience is not None and self.bad_epochs >= cfg.patience
             else:
                 self.best_epoch, self.best_state = self.epoch, None
             record["seconds"] = time.perf_counter() - start
-            self._log(record)
-            self._save()
+            self.history.append(self._line(record))
+            self._save()                        # last.pt (with the record), best.pt, then the metrics line
+            self._log(self.history[-1])
             if on_epoch is not None:
                 on_epoch(self)
         return self.finish()
 
     def finish(self) -> dict:
-        """Loads the best model and measures it on the test split (and logs the result)."""
+        """Loads the best model and measures it on the test split (and logs the result, once per run: a
+        resumed run that had already finished and logged it does not log it again)."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         test = evaluate(self.model, self.data, self.data.test, batch_size=self.cfg.eval_batch_size,
@@ -202,5 +299,7 @@ class Run:
         result = {"event": "result", "epochs": self.epoch, "best_epoch": self.best_epoch,
                   **{f"test_{k}": v for k, v in test.items()},
                   **{f"val_{k}": v for k, v in (self.best or {}).items()}}
-        self._log(result)
+        if not self._result_logged:
+            self._log(self._line(result))
+            self._result_logged = True
         return result

@@ -7,9 +7,9 @@ import statistics
 from pathlib import Path
 
 from ..data import load_dataset, prepare
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import TrainConfig, check_config
-from .distributed import Context, setup
+from .checkpoint import CheckpointError, load_checkpoint, require_entries, require_finite_weights
+from .config import ConfigError, TrainConfig, check_config
+from .distributed import Context, resolve_device, setup
 from .loop import Run, evaluate
 from .methods import build_model
 
@@ -60,18 +60,40 @@ def stored_fold(state: dict) -> int | None:
     return None if state["fold"] == -1 else state["fold"]
 
 
-def load_trained(path: str | Path, *, data_dir: str | None = None, device: str = "cpu"):
+def _dataset_to_open(path, stored: str, dataset: str | None) -> str:
+    """The data set to evaluate a checkpoint on. A checkpoint names its data set, but a path in it (csv:) is
+    never opened on the file's say-so -- a checkpoint from elsewhere could point anywhere -- only a path the
+    user passes (`dataset`, --dataset). `dataset` may only say where a csv: checkpoint's CSV is now."""
+    if dataset is None:
+        if stored.startswith("csv:"):
+            raise CheckpointError(f"{path} was trained on {stored}; mn does not open a path a checkpoint names: "
+                                  f"pass --dataset csv:<path> to say which CSV to evaluate on")
+        return stored
+    if dataset != stored and not (dataset.startswith("csv:") and stored.startswith("csv:")):
+        raise ConfigError(f"--dataset {dataset!r} does not fit {path}, trained on {stored!r} (--dataset only says "
+                          f"where a csv: checkpoint's CSV file is)")
+    return dataset
+
+
+def load_trained(path: str | Path, *, data_dir: str | None = None, device: str = "cpu", dataset: str | None = None):
     """A saved model with its data: (cfg, prepared splits, model in eval mode on `device`, checkpoint state).
     The model is rebuilt from the checkpoint's config and loaded with its weights; the splits are those it was
-    trained on (seed-independent split_seed and fold)."""
+    trained on (seed-independent split_seed and fold).
+
+    Paths come from the caller only: `data_dir` (else $MN_DATA or ./data, never the checkpoint's stored
+    data_dir) and, for a csv: checkpoint, `dataset` ("csv:<path>", required). A checkpoint without weights,
+    with NaN / Inf weights, or an unusable `device` is a one-line error naming it."""
+    device = resolve_device(device)
     config, state = load_checkpoint(path)
+    require_entries(path, state, ("model", "seed", "fold", "epoch"))
+    require_finite_weights(path, state["model"])
     try:
         cfg = TrainConfig(**config)
         check_config(cfg)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path} holds a configuration this mn cannot use ({e})") from e
-    if data_dir is not None:
-        cfg.data_dir = data_dir
+    cfg.dataset = _dataset_to_open(path, cfg.dataset, dataset)
+    cfg.data_dir = None if data_dir is None else str(data_dir)
     data = prepare(load_dataset(cfg.dataset, cfg.data_dir), val_fraction=cfg.val_fraction, fold=stored_fold(state),
                    folds=cfg.folds, split_seed=cfg.split_seed)
     model = build_model(cfg, data)
@@ -83,16 +105,16 @@ def load_trained(path: str | Path, *, data_dir: str | None = None, device: str =
 
 
 def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_dir: str | None = None,
-                        device: str = "cpu") -> dict:
+                        device: str = "cpu", dataset: str | None = None) -> dict:
     """Algorithm 2 on a saved model: rebuild it from the checkpoint's config, load the weights, adapt and
-    predict on `split` ("test" or "val") of the same data split."""
+    predict on `split` ("test" or "val") of the same data split (`dataset`, `data_dir`: see load_trained)."""
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    cfg, data, model, state = load_trained(path, data_dir=data_dir, device=device)
+    cfg, data, model, state = load_trained(path, data_dir=data_dir, device=device, dataset=dataset)
     target = data.test if split == "test" else data.val
     if target is None:
         raise ValueError(f"{cfg.dataset} has no {split} split in this configuration")
-    metrics = evaluate(model, data, target, batch_size=cfg.eval_batch_size, device=device)
+    metrics = evaluate(model, data, target, batch_size=cfg.eval_batch_size, device=resolve_device(device))
     return {"checkpoint": str(path), "dataset": cfg.dataset, "method": cfg.method, "split": split,
             "seed": state["seed"], "fold": stored_fold(state), "epoch": state["epoch"],
             **metrics}
