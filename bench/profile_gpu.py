@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 import mn
 from bench_gpu import make_head_inputs
 
-KERNELS = ("_lse_kernel", "_fwd_kernel", "_bwd_kernel")
+KERNELS = ("lse_kernel", "fwd_kernel", "bwd_kernel")
 
 
 def record_launches(kernels) -> dict:
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="also append the tables to this file")
     args = parser.parse_args(argv)
     B, S, C, n = (int(v) for v in args.config.split(","))
-    import mn_kernels.inner_gradient as kernels
+    import mn_kernels.inner_gradient.launch as kernels
     launched = record_launches(kernels)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.set_float32_matmul_precision("high")          # TF32 dots, as in bench_gpu.py's "triton tf32" row

@@ -25,9 +25,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-import mn_kernels.inner_gradient as kernels  # noqa: E402
+import mn_kernels.inner_gradient.launch as kernels  # noqa: E402
 
-KERNELS = ("_lse_kernel", "_fwd_kernel", "_bwd_kernel")
+KERNELS = ("lse_kernel", "fwd_kernel", "bwd_kernel")
 # Pointers that carry dot operands: they have the input dtype, every other pointer fp32 (fp64 for fp64 inputs).
 OPERAND_POINTERS = {"zh_ptr", "keys_ptr", "h_ptr"}
 TRITON_TYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}

@@ -27,7 +27,7 @@ from torch._library import custom_ops
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mn
-from mn.reference._common import normalize
+from mn_kernels.rownorm import normalize
 
 
 class _MallInfo2(ctypes.Structure):
@@ -103,16 +103,16 @@ class KernelsSkipped:
         self.sms = sms
 
     def __enter__(self):
-        import mn_kernels.inner_gradient as kernels
+        import mn_kernels.inner_gradient.launch as kernels
         self.saved = {name: getattr(kernels, name)
-                      for name in ("_lse_kernel", "_fwd_kernel", "_bwd_kernel", "multiprocessors")}
-        for name in ("_lse_kernel", "_fwd_kernel", "_bwd_kernel"):
+                      for name in ("lse_kernel", "fwd_kernel", "bwd_kernel", "multiprocessors")}
+        for name in ("lse_kernel", "fwd_kernel", "bwd_kernel"):
             setattr(kernels, name, _NoLaunch(self.saved[name].gpu_configs))
         kernels.multiprocessors = lambda device: self.sms
         return self
 
     def __exit__(self, *exc):
-        import mn_kernels.inner_gradient as kernels
+        import mn_kernels.inner_gradient.launch as kernels
         for name, kernel in self.saved.items():
             setattr(kernels, name, kernel)
 

@@ -52,10 +52,10 @@ def test_head_under_cuda_autocast_computes_in_float32(backend):
         torch.set_float32_matmul_precision(old)
 
 
-@pytest.mark.parametrize("op", ["inner_gradient_fwd", "native_inner_gradient_fwd"])
+@pytest.mark.parametrize("op", ["triton_inner_gradient_fwd", "native_inner_gradient_fwd"])
 def test_custom_ops_upcast_mixed_operands_under_autocast(op):
     """Called directly, the fused forward ops take autocast's mixed operands (bf16 z, float32 dictionary)."""
-    backend = "triton" if op == "inner_gradient_fwd" else "native"
+    backend = op.split("_")[0]
     if mn.available_backends("cpu")[backend] is not None:
         pytest.skip(f"{backend}: {mn.available_backends('cpu')[backend]}")
     g = torch.Generator().manual_seed(0)

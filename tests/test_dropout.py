@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import mn
-from mn.dropout import drop_threshold, keep_mask
+from mn_kernels.dropout import drop_threshold, keep_mask
 
 from conftest import make_inputs
 

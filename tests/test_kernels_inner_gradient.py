@@ -17,16 +17,19 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from conftest import make_inputs, shape_id  # noqa: E402
-from mn.dropout import keep_mask as mn_keep_mask  # noqa: E402
 from mn.reference import inner_gradient_autograd  # noqa: E402
-from mn_kernels.inner_gradient import _keep_mask, inner_gradient_bwd, inner_gradient_fwd  # noqa: E402
+from mn_kernels import dropout  # noqa: E402
+from mn_kernels.dropout import keep_mask as torch_keep_mask  # noqa: E402
+from mn_kernels.inner_gradient import inner_gradient_bwd, inner_gradient_fwd  # noqa: E402
+from mn_kernels.tiles import keep_mask as tile_keep_mask  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def keep_mask(B, S, p, seed):
-    """The DESIGN §5 mask (True = kept); mn.dropout's, itself checked against numpy in tests/test_dropout.py."""
-    return mn_keep_mask(seed, torch.arange(B), torch.arange(S), p)
+    """The entry-dropout mask (True = kept); mn_kernels.dropout's, itself checked against numpy in
+    tests/test_dropout.py."""
+    return torch_keep_mask(seed, torch.arange(B), torch.arange(S), p)
 
 
 def projection_coefficient(z, keys, values, weight, tau, gamma, keep):
@@ -157,7 +160,7 @@ def test_reduced_precision(shape, dtype, precision, tol):
 def _mask_probe(out_ptr, B, S, seed_mix, drop_threshold, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
-    keep = _keep_mask(rows[:, None], cols[None, :], B, S, seed_mix, drop_threshold, True)
+    keep = tile_keep_mask(rows[:, None], cols[None, :], B, S, seed_mix, drop_threshold, True)
     tl.store(out_ptr + rows[:, None] * S + cols[None, :], keep.to(tl.int8),
              mask=(rows[:, None] < B) & (cols[None, :] < S))
 
@@ -165,10 +168,9 @@ def _mask_probe(out_ptr, B, S, seed_mix, drop_threshold, BLOCK_B: tl.constexpr, 
 @pytest.mark.parametrize("p,seed", [(0.5, 0), (0.5, 123456789), (0.25, 2**31 + 5), (0.9, 42)])
 def test_hash_mask_matches_torch(p, seed):
     """The in-kernel mask function, bit for bit, against the int64 torch version of the hash."""
-    from mn_kernels.inner_gradient import _hash_args
-
     B, S = 40, 70
-    _, mix, threshold = _hash_args(B, p, seed)
+    mix, threshold = dropout.seed_mix(seed), dropout.drop_threshold(p)
+    mix = mix - 2**32 if mix >= 2**31 else mix                        # the kernels take its bits as an int32
     out = torch.empty(B, S, dtype=torch.int8, device=DEVICE)
     _mask_probe[(triton.cdiv(B, 16), triton.cdiv(S, 32))](out, B, S, mix, threshold, BLOCK_B=16, BLOCK_S=32)
     expected = keep_mask(B, S, p, seed)

@@ -89,7 +89,7 @@ def test_module_function_and_functional_agree():
     via_module = head(z)
     via_functional = mn.adapted_logits(z, head.keys, head.values, head.weight, head.tau, head.inner_lr.abs(),
                                        gamma=head.gamma, backend="triton")
-    grad, *_ = torch.ops.mn.inner_gradient_fwd(z, head.keys, head.values, head.weight, head.tau, head.gamma, 0.0, 0)
+    grad, *_ = torch.ops.mn.triton_inner_gradient_fwd(z, head.keys, head.values, head.weight, head.tau, head.gamma, 0.0, 0)
     phi = head.weight - head.inner_lr.abs() * grad
     via_op = head.tau * torch.nn.functional.cosine_similarity(z[:, None], phi, dim=-1)
     reference = mn.adapted_logits(z, head.keys, head.values, head.weight, head.tau, head.inner_lr.abs(),
@@ -101,7 +101,7 @@ def test_module_function_and_functional_agree():
 def test_custom_ops_pass_opcheck():
     """Schema, fake kernels and autograd registration are consistent (torch.library.opcheck)."""
     z, keys, values, weight, tau = make_inputs(2, 9, 3, 4, requires_grad=True, device=DEVICE)
-    torch.library.opcheck(torch.ops.mn.inner_gradient_fwd.default, (z, keys, values, weight, tau, 2.0, 0.5, 7),
+    torch.library.opcheck(torch.ops.mn.triton_inner_gradient_fwd.default, (z, keys, values, weight, tau, 2.0, 0.5, 7),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 

@@ -17,7 +17,10 @@ from torch.func import functional_call, grad, vmap
 
 from ._validate import check_dropout, check_positive
 from .functional import draw_seed
-from .reference._common import attention_weights, autograd_enabled, entry_keep, normalize, usable
+from mn_kernels.rownorm import normalize
+
+from .attention import attention_weights, entry_keep
+from .grad_mode import autograd_enabled, usable
 
 SIMILARITIES = ("cosine", "euclidean")
 INNER_LOSSES = ("mse", "ce")

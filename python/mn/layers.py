@@ -10,7 +10,7 @@ from torch import nn
 from ._validate import check_dropout, check_positive
 from .backends import check_backend_name
 from .functional import adapted_logits
-from .reference._common import normalize
+from mn_kernels.rownorm import normalize
 
 INNER_LR_KINDS = ("scalar", "feature", "elementwise")
 

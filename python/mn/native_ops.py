@@ -1,22 +1,20 @@
-"""Backend "native": the C++/OpenMP and CUDA kernels of `mn._C` (csrc/) as a PyTorch op with a hand-written backward.
+"""Backend "native": the C++/OpenMP and CUDA kernels of `mn._C` (csrc/) as the custom-op pair
+`mn::native_inner_gradient_fwd` / `_bwd` (fused_ops.py), with their hand-written backward.
 
 Layers, as for Triton (triton_ops.py): `mn._C` (kernels; raw pointers, sizes and a stream in, nothing of torch)
-<- this file (argument checks before any pointer leaves Python, two `torch.library` custom ops
-`mn::native_inner_gradient_fwd` / `_bwd` with fake kernels, joined by `register_autograd`)
-<- `mn.inner_gradient(backend="native")` <- the layers.
+<- this file (argument checks before any pointer leaves Python, the op pair) <- `mn.inner_gradient(backend=
+"native")` <- the layers.
 
-Split of the work (DESIGN §4): the kernels do the O(B·S·C·n) contractions -- the forward `U_ic = sum_j w_ij
-delta_jc kh_j` with its log-sum-exp, and the backward `ddelta`, `dkh`, `dce`, `dzh` with `X = dU . kh^T`
-recomputed tile by tile. Around them: normalisation, the per-entry softmax / cross-entropy and their backward,
-and the projection `P_c`. On CPU all of that runs in mn._C too (`op_fwd` / `op_bwd`, one call per direction:
-as a few dozen small torch calls it took about as long as the kernels at C = 10); on CUDA it is the torch code
-here (`_prepare`, `_backward_generic`) around the CUDA kernels. `delta_jc = tau (sigma_j p_jc - v_jc)`,
-sigma_j = sum_c v_jc (the exact derivative of the cross-entropy also off the simplex), as in every backend.
+Split of the work (docs/design.md, "Kernel plan"): the kernels do the O(B·S·C·n) contractions -- the forward
+`U_ic = sum_j w_ij delta_jc kh_j` with its log-sum-exp, and the backward `ddelta`, `dkh`, `dce`, `dzh` with
+`X = dU . kh^T` recomputed tile by tile. On CPU everything around them runs in mn._C too (`op_fwd` / `op_bwd`,
+one call per direction: as a few dozen small torch calls it took about as long as the kernels at C = 10). On
+CUDA it is torch code here, from the same modules as the Triton launchers (mn_kernels.{rownorm, entry_loss,
+projection}): normalisation, the per-entry softmax / cross-entropy and the projection, with their backward.
 
-Compute dtype: float64 for float64 inputs, else float32 (bf16 / fp16 inputs are computed in float32 and the
-results cast back). The forward also returns, for the backward only (non-differentiable), `a_ic = wh_c . U_ic`
-(B x C), the component the projection removes, and the per-call preparation, which the backward reuses instead
-of recomputing: on CPU one workspace tensor (layout in csrc/cpu/workspace.h), on CUDA the fields of `_Prepared`.
+Compute dtype: mn_kernels.dtypes (float64 for float64 inputs, else float32). The forward also returns, for the
+backward only, `a_ic = wh_c . U_ic` (B x C) and the per-call preparation, which the backward reuses instead of
+recomputing: on CPU one workspace tensor (layout in csrc/cpu/workspace.h), on CUDA the fields of `_Prepared`.
 CPU kernels use `torch.get_num_threads()` threads; results do not depend on the thread count. The op takes the
 shared weight (C, n) only; inner steps 2..T run on the `torch` reference.
 """
@@ -30,9 +28,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._op_autograd import register_inner_gradient_autograd
-from .dropout import drop_threshold
-from .reference._common import normalize_rows, normalize_rows_bwd
+from mn_kernels import dropout
+from mn_kernels.dtypes import compute_dtype
+from mn_kernels.entry_loss import entry_loss, entry_loss_bwd
+from mn_kernels.projection import project, projection_bwd
+from mn_kernels.rownorm import normalize_rows, normalize_rows_bwd
+
+from .fused_ops import register_fused_op
 
 try:
     _EXTENSION = importlib.import_module("._C", __package__)
@@ -59,17 +61,13 @@ def unavailable(device: torch.device) -> str | None:
     return f"no native kernels for device type {device.type!r} (cpu and cuda only)"
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
 def _dropout_args(entry_dropout: float, seed: int) -> tuple[int, int]:
-    """The kernels' dropout constants (csrc/api.h, Dropout): seed * 0x9E3779B1 mod 2^32 and the threshold."""
-    return (int(seed) * 0x9E3779B1) & 0xFFFFFFFF, drop_threshold(entry_dropout)
+    """The kernels' dropout arguments (csrc/api.h, Dropout): the seed's part of the hash and the threshold."""
+    return dropout.seed_mix(seed), dropout.drop_threshold(entry_dropout)
 
 
 def _kernel_args(named: dict[str, Tensor], dtype: torch.dtype, device: torch.device, shapes: dict) -> list[int]:
@@ -86,52 +84,41 @@ def _kernel_args(named: dict[str, Tensor], dtype: torch.dtype, device: torch.dev
 
 
 class _Prepared(NamedTuple):
-    """The per-call preparation, computed once by the forward op (`_prepare`) and handed to the backward op as
-    extra, non-differentiable outputs of the forward: O(B n + S (C + n) + C n) memory, compute dtype."""
-    zh: Tensor          # (B, n) z / max(||z||, eps)   with 1 / max(||z||, eps) and the clamp flag, (B, 1) each
-    z_rnorm: Tensor
+    """The per-call preparation on CUDA, computed once by the forward op (`_prepare`) and handed to the backward op
+    as extra, non-differentiable outputs of the forward: O(B n + S (C + n) + C n) memory, compute dtype."""
+    z_rnorm: Tensor     # (B, 1) 1 / max(||z||, eps), and whether that clamp is active
     z_clamped: Tensor
-    kh: Tensor          # (S, n), likewise for the keys
-    k_rnorm: Tensor
+    k_rnorm: Tensor     # (S, 1), likewise for the keys
     k_clamped: Tensor
-    wh: Tensor          # (C, n), likewise for the shared weight
+    wh: Tensor          # (C, n) the normalised shared weight, with its (C, 1) norm terms
     w_rnorm: Tensor
     w_clamped: Tensor
-    cos: Tensor         # (S, C) kh_j . wh_c
-    logp: Tensor        # (S, C) log_softmax(tau cos_j)
-    p: Tensor           # (S, C)
-    sigma: Tensor       # (S, 1) sum_c v_jc
-    resid: Tensor       # (S, C) sigma_j p_jc - v_jc = delta_jc / tau
-    # The kernels' remaining operands: gamma folded into the queries, kh^T and delta^T for coalesced reads
-    # (khT a copy even where kh^T is already contiguous, S = 1: outputs of a custom op may not alias each other).
+    sigma: Tensor       # (1, S) sum_c v_jc
+    # The kernels' operands: gamma folded into the queries, the normalised keys in both orders for coalesced reads
+    # (khT a copy even where kh^T is already contiguous, S = 1: outputs of a custom op may not alias each other),
+    # the per-entry delta (class-major) and cross-entropy.
     zs: Tensor          # (B, n) gamma zh
+    kh: Tensor          # (S, n)
     khT: Tensor         # (n, S)
-    deltaT: Tensor      # (C, S) tau resid^T
-    ce: Tensor          # (S,) -sum_c v_jc logp_jc
+    deltaT: Tensor      # (C, S)
+    ce: Tensor          # (S,)
 
 
 def _prepare(z, keys, values, weight, tau, gamma: float) -> _Prepared:
     """All of `_Prepared` from the op's inputs: pure torch, so the forward's fake kernel runs it too."""
-    ct = _compute_dtype(z.dtype)
-    tau = tau.reshape(()).to(ct)
+    ct = compute_dtype(z.dtype)
     zh, z_rnorm, z_clamped = normalize_rows(z.to(ct))
     kh, k_rnorm, k_clamped = normalize_rows(keys.to(ct))
     wh, w_rnorm, w_clamped = normalize_rows(weight.to(ct))
-    v = values.to(ct)
-    cos = kh @ wh.t()
-    logp = torch.log_softmax(tau * cos, dim=1)
-    p = logp.exp()
-    sigma = v.sum(1, keepdim=True)
-    resid = sigma * p - v
-    return _Prepared(zh, z_rnorm, z_clamped, kh.contiguous(), k_rnorm, k_clamped, wh, w_rnorm, w_clamped,
-                     cos, logp, p, sigma, resid, zs=(gamma * zh).contiguous(),
-                     khT=kh.t().clone(memory_format=torch.contiguous_format),
-                     deltaT=(tau * resid).t().contiguous(), ce=-(v * logp).sum(1))
+    sigma, ce, deltaT = entry_loss(keys, k_rnorm, wh, values.to(ct).t(), tau.reshape(()).to(ct))
+    return _Prepared(z_rnorm, z_clamped, k_rnorm, k_clamped, wh, w_rnorm, w_clamped, sigma,
+                     zs=(gamma * zh).contiguous(), kh=kh.contiguous(),
+                     khT=kh.t().clone(memory_format=torch.contiguous_format), deltaT=deltaT, ce=ce)
 
 
 def _call_kernel(which: str, prep: _Prepared, entry_dropout: float, seed: int, **arrays):
     """Runs mn._C's `inner_gradient_<which>` on the prepared operands and `arrays` (outputs written in place)."""
-    (B, n), (S, C) = prep.zs.shape, prep.cos.shape
+    (B, n), (C, S) = prep.zs.shape, prep.deltaT.shape
     ct, device = prep.zs.dtype, prep.zs.device
     operands = dict(zs=prep.zs, kh=prep.kh, khT=prep.khT, deltaT=prep.deltaT, ce=prep.ce)
     shapes = dict(zs=(B, n), kh=(S, n), khT=(n, S), deltaT=(C, S), ce=(S,), lse=(B,), U=(B, C, n), loss=(B,),
@@ -153,7 +140,7 @@ def _workspace_size(B: int, S: int, C: int, n: int) -> int:
 def _forward_cpu(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
     """The forward op on CPU: one call of mn._C's op_fwd. Outputs as native_inner_gradient_fwd's, with the
     workspace as the one prepared tensor."""
-    ct = _compute_dtype(z.dtype)
+    ct = compute_dtype(z.dtype)
     (B, n), (S, C) = z.shape, values.shape
     new = functools.partial(torch.empty, dtype=ct, device=z.device)
     ws, grad, loss, lse, a = new(_workspace_size(B, S, C, n)), new(B, C, n), new(B), new(B), new(B, C)
@@ -170,43 +157,31 @@ def _forward_cpu(z, keys, values, weight, tau, gamma: float, entry_dropout: floa
 def _forward_generic(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
     """The forward op elsewhere (CUDA): torch around mn._C's contraction kernel."""
     prep = _prepare(z, keys, values, weight, tau, gamma)
-    (B, n), C = prep.zh.shape, prep.wh.shape[0]
-    zeros = functools.partial(torch.zeros, device=z.device, dtype=prep.zh.dtype)
+    (B, n), C = prep.zs.shape, prep.wh.shape[0]
+    zeros = functools.partial(torch.zeros, device=z.device, dtype=prep.zs.dtype)
     lse, U, loss = zeros(B), zeros(B, C, n), zeros(B)
     _call_kernel("fwd", prep, entry_dropout, seed, lse=lse, U=U, loss=loss)
-    a = (U * prep.wh).sum(-1)                                               # wh_c . U_ic
-    grad = U.sub_(a[..., None] * prep.wh).mul_(prep.w_rnorm)               # P_c U_ic, in U's storage
-    return grad, loss, lse, a, list(prep)
+    a = torch.einsum("bcn,cn->bc", U, prep.wh)                             # wh_c . U_ic
+    return project(U, prep.wh, prep.w_rnorm, along=a), loss, lse, a, list(prep)
 
 
-@torch.library.custom_op("mn::native_inner_gradient_fwd", mutates_args=())
-def native_inner_gradient_fwd(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
-                              entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-    """-> grad (B, C, n), inner_loss (B,), and for the backward lse (B,), a (B, C) and the preparation (CPU:
-    [workspace]; elsewhere: the fields of `_Prepared`), all in the compute dtype: the backward rebuilds D_i and
-    the projection term from grad and inner_loss, which rounded to bf16 / fp16 lose all accuracy at a large
-    gamma."""
+def _forward(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
+    """-> grad (B, C, n), inner_loss (B,), lse (B,), a (B, C) and the preparation (CPU: [workspace]; elsewhere:
+    the fields of `_Prepared`), all in the compute dtype."""
     forward = _forward_cpu if z.device.type == "cpu" else _forward_generic
     return forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)
 
 
-@native_inner_gradient_fwd.register_fake
-def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
-    (B, n), (S, C), ct = z.shape, values.shape, _compute_dtype(z.dtype)
+def _fake_prepared(z, keys, values, weight, tau, gamma, entry_dropout, seed):
     if z.device.type == "cpu":
-        prepared = [z.new_empty(_workspace_size(B, S, C, n), dtype=ct)]
-    else:
-        prepared = list(_prepare(z, keys, values, weight, tau, gamma))
-    return (z.new_empty(B, C, n, dtype=ct), z.new_empty(B, dtype=ct), z.new_empty(B, dtype=ct),
-            z.new_empty(B, C, dtype=ct), prepared)
+        (B, n), (S, C) = z.shape, values.shape
+        return [z.new_empty(_workspace_size(B, S, C, n), dtype=compute_dtype(z.dtype))]
+    return list(_prepare(z, keys, values, weight, tau, gamma))
 
 
-@torch.library.custom_op("mn::native_inner_gradient_bwd", mutates_args=())
-def native_inner_gradient_bwd(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Tensor, values: Tensor, weight: Tensor,
-                              tau: Tensor, grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor,
-                              prepared: list[Tensor], gamma: float, entry_dropout: float,
-                              seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """-> dz, dkeys, dvalues, dweight, dtau, each in its input's dtype (DESIGN §4, with sigma in delta)."""
+def _backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma: float,
+              entry_dropout: float, seed: int):
+    """-> dz, dkeys, dvalues, dweight, dtau, each in its input's dtype."""
     backward = _backward_cpu if z.device.type == "cpu" else _backward_generic
     return backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma,
                     entry_dropout, seed)
@@ -235,50 +210,22 @@ def _backward_generic(dgrad, dloss, z, keys, values, weight, tau, grad, inner_lo
                       entry_dropout: float, seed: int):
     """The backward op elsewhere (CUDA): torch around mn._C's backward contraction kernel."""
     prep = _Prepared(*prepared)
-    (B, n), (S, C), ct = prep.zh.shape, prep.cos.shape, prep.zh.dtype
-    h, g, dL = dgrad.to(ct), grad.to(ct), dloss.to(ct).contiguous()
-    wh, w_rnorm = prep.wh, prep.w_rnorm                                      # (C, n), (C, 1)
-    b = (h * wh).sum(-1)                                                     # wh_c . dg_ic
-    dU = (h - b[..., None] * wh).mul_(w_rnorm).contiguous()                  # P_c dg_ic
-    gh = g * h
-    D = (gh.sum(2).sum(1) + dL * inner_loss.to(ct)).contiguous()            # sum_j w_ij dw_ij
+    (B, n), (C, S), ct = prep.zs.shape, prep.deltaT.shape, prep.zs.dtype
+    dg, dL = dgrad.to(ct), dloss.to(ct).contiguous()
+    hw, D, dW_proj = projection_bwd(dg, grad.to(ct), dL, inner_loss.to(ct), prep.wh, prep.w_rnorm, a.to(ct))
+    dU = project(dg.clone(memory_format=torch.contiguous_format), prep.wh, prep.w_rnorm, along=hw)   # P_c dg
     zeros = functools.partial(torch.zeros, device=z.device, dtype=ct)
     dzh, dkh, ddelta, dce = zeros(B, n), zeros(S, n), zeros(S, C), zeros(S)
     _call_kernel("bwd", prep, entry_dropout, seed, lse=lse.contiguous(), dU=dU, dL=dL, D=D, dzh=dzh, dkh=dkh,
                  ddelta=ddelta, dce=dce)
-    dzh = gamma * dzh
-
-    # Per entry: delta = tau (sigma p - v), ce = -sum v log p, p = softmax(tau * cos); O(S C + S C n).
-    tau_, p, logp, sigma, resid = tau.reshape(()).to(ct), prep.p, prep.logp, prep.sigma, prep.resid
-    dp = tau_ * sigma * ddelta
-    dv = tau_ * ((p * ddelta).sum(1, keepdim=True) - ddelta) - dce[:, None] * logp
-    dl = p * (dp - (p * dp).sum(1, keepdim=True)) + dce[:, None] * resid
-    dtau_j = (resid * ddelta + dl * prep.cos).sum(1, keepdim=True)          # (S, 1)
-    dtau = dtau_j.sum()
-    dkh = dkh + tau_ * (dl @ wh)
-    dwh = tau_ * (dl.t() @ prep.kh)
-    # The P_c term of the projection, summed over the batch (a = wh . U from the forward).
-    dW_proj = -w_rnorm * (gh.sum((0, 2))[:, None] * wh + (b[..., None] * g).sum(0)
-                          + (a.to(ct)[..., None] * dU).sum(0))
-
-    dz = normalize_rows_bwd(z.to(ct), prep.z_rnorm, prep.z_clamped, dzh)
-    dkeys = normalize_rows_bwd(keys.to(ct), prep.k_rnorm, prep.k_clamped, dkh)
-    dweight = normalize_rows_bwd(weight.to(ct), w_rnorm, prep.w_clamped, dwh) + dW_proj
+    del dU
+    dv, dtau, dwh = entry_loss_bwd(keys, prep.k_rnorm, prep.wh, values.to(ct).t(), prep.sigma,
+                                   tau.reshape(()).to(ct), ddelta.t(), dce, dkh)
+    dz = normalize_rows_bwd(z.to(ct), prep.z_rnorm, prep.z_clamped, gamma * dzh)
+    dkeys = normalize_rows_bwd(keys.to(ct), prep.k_rnorm, prep.k_clamped, dkh, out=dkh)
+    dweight = normalize_rows_bwd(weight.to(ct), prep.w_rnorm, prep.w_clamped, dwh) + dW_proj
     return (dz.to(z.dtype), dkeys.to(keys.dtype), dv.to(values.dtype), dweight.to(weight.dtype),
             dtau.reshape(tau.shape).to(tau.dtype))
 
 
-@native_inner_gradient_bwd.register_fake
-def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma, entry_dropout, seed):
-    return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
-
-
-register_inner_gradient_autograd(native_inner_gradient_fwd, native_inner_gradient_bwd, "native")
-
-
-def inner_gradient_native(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
-    """The backend entry point: (grad (B, C, n), inner_loss (B,)), differentiable through the native backward."""
-    grad, loss, *_ = torch.ops.mn.native_inner_gradient_fwd(
-        z.contiguous(), keys.contiguous(), values.contiguous(), weight.contiguous(), tau.reshape(()),
-        float(gamma), float(entry_dropout), int(seed))
-    return grad.to(z.dtype), loss.to(z.dtype)
+inner_gradient_native = register_fused_op("native", _forward, _backward, _fake_prepared)

@@ -26,7 +26,7 @@ import contextlib
 
 import torch
 
-from .reference._common import EPS, normalize_rows, normalize_rows_bwd
+from mn_kernels.rownorm import EPS, normalize_rows, normalize_rows_bwd
 
 
 def _without_autocast(device: torch.device):

@@ -13,7 +13,7 @@ import torch
 
 from .._validate import check_positive
 from ..functional import adapted_weights, inner_gradient
-from ..reference._common import normalize
+from mn_kernels.rownorm import normalize
 
 CHUNK = 8192   # entries per chunk of attention_topk
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import check_positive
-from ..reference._common import normalize
+from mn_kernels.rownorm import normalize
 
 CHUNK = 1024   # queries per chunk: memory O(CHUNK · N_memory)
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from ._common import attention_weights, autograd_enabled, entry_keep, normalize, usable
+from mn_kernels.rownorm import normalize
+
+from ..attention import attention_weights, entry_keep
+from ..grad_mode import autograd_enabled, usable
 
 
 def inner_gradient_autograd(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None):

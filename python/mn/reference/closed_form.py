@@ -23,7 +23,9 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ._common import entry_keep, normalize
+from mn_kernels.rownorm import normalize
+
+from ..attention import entry_keep
 
 # The largest per-chunk intermediate (chunk x C x n, or B x chunk x C) in elements: 128 MiB in fp32. Each chunk
 # costs a fixed ~30 ops (about 1 ms of launches and checkpoint bookkeeping on a GPU), so chunks are kept large.

@@ -1,0 +1,170 @@
+"""Host side of the inner-gradient kernels: the per-call preparation, the launches, and the O(S C n + B C n) math
+around them (row norms, the per-entry loss, the projection), all from the shared modules of mn_kernels."""
+import torch
+import triton
+
+from .. import dropout
+from ..dtypes import compute_dtype, dot_precision
+from ..entry_loss import entry_loss, entry_loss_bwd
+from ..projection import projection_bwd
+from ..rownorm import normalize_rows, normalize_rows_bwd, row_rnorm
+from .backward import bwd_kernel
+from .configs import INTERPRET, max_features
+from .forward import fwd_kernel, lse_kernel
+
+
+def multiprocessors(device: torch.device) -> int | None:
+    """The SM count that the launch grids fill: the GPU's, or None in the interpreter (CPU), where the
+    launchers use a few programs to exercise their multi-program paths. bench/step_memory.py replaces it to
+    size the grids of a GPU while counting the launchers' allocations on the CPU."""
+    if INTERPRET or device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _int32_bits(x: int) -> int:
+    """An unsigned 32-bit integer as the int32 with the same bits (how the kernels take it)."""
+    return x - (1 << 32) if x >= (1 << 31) else x
+
+
+class Setup:
+    """Per-call preparation shared by forward and backward: row norms, per-entry delta and ce, launch constants.
+
+    The forward computes the tensors of ``SAVED`` and returns them (``saved()``); the backward takes them back
+    (``saved=``) instead of recomputing them: O(B n + C n + S C) memory between the two, and the backward's
+    host work shrinks by the normalisations and the per-entry softmax."""
+
+    SAVED = ("zs_op", "z_rnorm", "z_clamped", "wh", "w_rnorm", "w_clamped", "k_rnorm", "k_clamped", "sigma", "ce",
+             "deltaT")
+
+    def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None):
+        for name, t in (("keys", keys), ("values", values), ("weight", weight), ("tau", tau)):
+            if t.dtype != z.dtype or t.device != z.device:
+                raise ValueError(f"{name} must have z's dtype {z.dtype} and device {z.device}, "
+                                 f"got {t.dtype} on {t.device}")
+        (B, n), (S, C) = z.shape, values.shape
+        if keys.shape != (S, n) or weight.shape != (C, n) or tau.dim() != 0:
+            raise ValueError(f"expected keys {(S, n)}, weight {(C, n)}, 0-d tau; got {tuple(keys.shape)}, "
+                             f"{tuple(weight.shape)}, {tuple(tau.shape)}")
+        if n > max_features(z.dtype):
+            raise ValueError(f"z has n = {n} features; the Triton kernels take n <= {max_features(z.dtype)} "
+                             f"with {z.dtype} inputs (whole feature rows per tile)")
+        if not 0.0 <= entry_dropout < 1.0:
+            raise ValueError(f"entry_dropout must be in [0, 1), got {entry_dropout}")
+        if B >= 2**31:
+            raise ValueError("batch too large for the int32 query index of the dropout hash")
+        self.B, self.S, self.C, self.n = B, S, C, n
+        self.ct = ct = compute_dtype(z.dtype)
+        self.gamma = float(gamma)
+        self.tau = tau.to(ct)
+        # Keys stay raw: the kernels normalise each tile as they load it (no S x n copy of the dictionary).
+        self.keys = keys.contiguous()
+        self.vT = values.to(ct).t()                                       # class-major view, as the kernels read
+        # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
+        # The interpreter (triton 3.9) computes bfloat16 tl.dot wrongly, so there bf16 operands go as fp32.
+        self.op_dtype = torch.float32 if INTERPRET and z.dtype == torch.bfloat16 else z.dtype
+        if saved is not None:
+            if len(saved) != len(self.SAVED):
+                raise ValueError(f"expected the forward's {len(self.SAVED)} saved tensors, got {len(saved)}")
+            for name, t in zip(self.SAVED, saved):
+                setattr(self, name, t)
+        else:
+            self._prepare(z, weight)
+        self.block_n = max(16, triton.next_power_of_2(n))
+        threshold = dropout.drop_threshold(entry_dropout)
+        self.consts = dict(seed_mix=_int32_bits(dropout.seed_mix(seed)), drop_threshold=threshold,
+                           s_bucket=triton.next_power_of_2(S))
+        self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=threshold > 0, PRECISION=dot_precision(z.dtype))
+
+    def _prepare(self, z, weight):
+        ct = self.ct
+        zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(ct))
+        # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
+        self.zs_op = (self.gamma * zh).to(self.op_dtype).contiguous()
+        self.k_rnorm, self.k_clamped = row_rnorm(self.keys, ct)
+        self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(ct))
+        self.sigma, self.ce, self.deltaT = entry_loss(self.keys, self.k_rnorm, self.wh, self.vT, self.tau)
+
+    def saved(self) -> list:
+        """The tensors the backward takes back (``SAVED``, in order)."""
+        return [getattr(self, name) for name in self.SAVED]
+
+    def lse(self):
+        B, S = self.B, self.S
+        # Enough entry splits to give every SM work; each split a multiple of the largest BLOCK_S.
+        # (In the interpreter 2 splits exercise the split combine in the tests.)
+        target = 2 * (multiprocessors(self.keys.device) or 1)
+        splits = max(1, min(triton.cdiv(S, 128), target // triton.cdiv(B, 16)))
+        per_split = triton.cdiv(triton.cdiv(S, splits), 128) * 128
+        splits = triton.cdiv(S, per_split)
+        m = torch.empty(splits, B, device=self.keys.device, dtype=self.ct)
+        l = torch.empty_like(m)  # noqa: E741 (the log-sum-exp's l)
+        grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), splits)  # noqa: E731
+        lse_kernel[grid](self.zs_op, self.keys, self.k_rnorm.reshape(S), m, l, B, S, self.C, self.n,
+                         entries_per_split=per_split, **self.consts, **self.meta)
+        return torch.logsumexp(m + l.log(), dim=0)  # l = 0 (all dropped) -> -inf, never NaN
+
+
+def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout: float = 0.0, seed: int = 0):
+    """z (B,n), keys (S,n), values (S,C) row-probabilities, weight (C,n), tau 0-d tensor (same device).
+
+    Raw (un-normalised) inputs; all contiguous, same floating dtype and device.
+    Returns, in the compute dtype (float32; float64 for float64 inputs), grad (B,C,n), inner_loss (B,), and
+    what the backward needs besides them: lse (B,), the attention log-normaliser, a (B,C), a_ic = wh_c . U_ic,
+    and the preparation (a list, ``Setup.SAVED``; the query operand in the dot dtype). grad and inner_loss stay
+    in the compute dtype because the backward rebuilds D_i and the projection term from them, which rounded to
+    bf16 / fp16 would lose all accuracy at a large gamma."""
+    st = Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+    B, S, C, n = st.B, st.S, st.C, st.n
+    lse = st.lse()
+    grad = torch.empty(B, C, n, device=z.device, dtype=st.ct)
+    loss = torch.empty(B, device=z.device, dtype=st.ct)
+    a = torch.empty(B, C, device=z.device, dtype=st.ct)
+    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(C, meta["BLOCK_C"]))  # noqa: E731
+    fwd_kernel[grid](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse, st.wh,
+                     st.w_rnorm.reshape(C).contiguous(), grad, loss, a, B, S, C, n, **st.consts, **st.meta)
+    return grad, loss, lse, a, st.saved()
+
+
+def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, saved, gamma: float,
+                       entry_dropout: float = 0.0, seed: int = 0):
+    """dgrad (B,C,n), dloss (B,) in the compute dtype; z..tau as in the forward; grad, inner_loss, lse, a, saved:
+    the forward's outputs.
+
+    Returns (dz (B,n), dkeys (S,n), dvalues (S,C), dweight (C,n), dtau 0-d), each in its input's dtype."""
+    st = Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=saved)
+    B, S, C, n, ct = st.B, st.S, st.C, st.n, st.ct
+    if dgrad.shape != (B, C, n) or grad.shape != (B, C, n) or dloss.shape != (B,) or inner_loss.shape != (B,) \
+            or lse.shape != (B,) or a.shape != (B, C):
+        raise ValueError(f"expected dgrad and grad {(B, C, n)}, dloss, inner_loss and lse {(B,)}, a {(B, C)}")
+    # No B x C x n temporary with fp32 inputs (extra-memory budget): the kernel forms dU = P_c dg tile by tile.
+    dg = dgrad.to(ct).contiguous()
+    hw, D, dW_proj = projection_bwd(dg, grad.to(ct), dloss.to(ct), inner_loss.to(ct), st.wh, st.w_rnorm, a.to(ct))
+    # The kernel reads dg as a dot operand: in the input dtype (bf16 / fp16 halve its traffic; the upstream
+    # gradient of a bf16 output holds no more bits than that).
+    h = dg.to(st.op_dtype)
+    del dg
+
+    # P programs, each owning a contiguous group of entry tiles: the fewest programs that still give no SM
+    # more than ceil(tiles / SMs) tiles (the kernel's time), since each one costs a B x n dzh partial.
+    # (In the interpreter 3 programs exercise multi-tile programs and the partial reduction in the tests.)
+    target = multiprocessors(z.device) or 3
+    tiles = triton.cdiv(S, max(config.kwargs["BLOCK_S"] for config in bwd_kernel.configs))
+    programs = triton.cdiv(tiles, triton.cdiv(tiles, target))
+    dkh = torch.empty(S, n, device=z.device, dtype=ct)
+    dce = torch.empty(S, device=z.device, dtype=ct)
+    ddeltaT = torch.empty(C, S, device=z.device, dtype=ct)
+    dzh_part = torch.empty(programs, B, n, device=z.device, dtype=ct)
+    bwd_kernel[(programs,)](st.zs_op, st.keys, st.k_rnorm.reshape(S), st.deltaT, st.ce, lse.to(ct).contiguous(),
+                            h, hw, st.wh, st.w_rnorm.reshape(C).contiguous(), dloss.to(ct).contiguous(), D, dkh,
+                            dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
+    del h
+    dzh = st.gamma * dzh_part.sum(0)
+    del dzh_part
+
+    dv, dtau, dwh = entry_loss_bwd(st.keys, st.k_rnorm, st.wh, st.vT, st.sigma, st.tau, ddeltaT, dce, dkh)
+    dz = normalize_rows_bwd(z.to(ct), st.z_rnorm, st.z_clamped, dzh)
+    dkeys = normalize_rows_bwd(st.keys.to(ct), st.k_rnorm, st.k_clamped, dkh, out=dkh)
+    dweight = normalize_rows_bwd(weight.to(ct), st.w_rnorm, st.w_clamped, dwh) + dW_proj
+    dt = z.dtype
+    return dz.to(dt), dkeys.to(dt), dv.to(dt), dweight.to(dt), dtau.to(dt)

@@ -1,0 +1,94 @@
+"""One factory for the custom-op pair of a fused backend (`triton_ops`, `native_ops`): two `torch.library` ops,
+`mn::<backend>_inner_gradient_fwd` and `mn::<backend>_inner_gradient_bwd`, their fake kernels, the registered
+autograd that joins them, and their autocast policy (docs/design.md, "Architecture").
+
+A backend supplies three functions:
+
+    forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+        -> grad (B, C, n), inner_loss (B,), lse (B,), a (B, C), prepared (list of tensors), all in the compute
+           dtype (mn_kernels.dtypes): the backward rebuilds D_i and the projection term from grad and inner_loss
+    backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma, entry_dropout,
+             seed) -> dz, dkeys, dvalues, dweight, dtau, each in its input's dtype
+    fake_prepared(z, keys, values, weight, tau, gamma, entry_dropout, seed) -> prepared, as empty tensors of the
+        right shapes (torch ops only), for tracing
+
+Because the ops have fake kernels and a registered autograd, `torch.compile` keeps them in its graph as opaque
+calls. lse, a and the preparation are outputs kept for the backward only (non-differentiable, never
+zero-filled). The backward is first-order: differentiating it raises an error naming the backends that can.
+Under autocast both ops compute in float32 (float64 stays float64), like the functional layer.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from mn_kernels.dtypes import compute_dtype
+
+
+def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_prepared: Callable) -> Callable:
+    """Registers the op pair of `backend`; returns its entry point
+    `fn(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0) -> (grad (B, C, n), inner_loss (B,))`
+    in z's dtype, differentiable through the hand-written backward."""
+    fwd_name, bwd_name = f"mn::{backend}_inner_gradient_fwd", f"mn::{backend}_inner_gradient_bwd"
+
+    @torch.library.custom_op(fwd_name, mutates_args=())
+    def fwd_op(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
+               entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+        return forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+
+    @fwd_op.register_fake
+    def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
+        (B, n), C, ct = z.shape, weight.shape[0], compute_dtype(z.dtype)
+        prepared = fake_prepared(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+        return (z.new_empty(B, C, n, dtype=ct), z.new_empty(B, dtype=ct), z.new_empty(B, dtype=ct),
+                z.new_empty(B, C, dtype=ct), prepared)
+
+    @torch.library.custom_op(bwd_name, mutates_args=())
+    def bwd_op(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor,
+               grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor, prepared: list[Tensor], gamma: float,
+               entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma,
+                        entry_dropout, seed)
+
+    @bwd_op.register_fake
+    def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma, entry_dropout, seed):
+        return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
+
+    def setup_context(ctx, inputs, output):
+        z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
+        grad, inner_loss, lse, a, prepared = output
+        ctx.mark_non_differentiable(lse, a, *prepared)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared)
+
+    def fwd_backward(ctx, dgrad, dloss, *_):
+        z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared = ctx.saved_tensors
+        dgrad = torch.zeros_like(grad) if dgrad is None else dgrad.contiguous()
+        dloss = torch.zeros_like(inner_loss) if dloss is None else dloss.contiguous()
+        grads = bwd_op(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, ctx.gamma,
+                       ctx.entry_dropout, ctx.seed)
+        return *grads, None, None, None
+
+    def bwd_backward(ctx, *grads):
+        raise RuntimeError(
+            f"mn.inner_gradient (and adapted_weights / adapted_logits) on backend={backend!r}: the fused backward is "
+            "first-order, so a gradient of its gradient (double backward through create_graph=True) is not "
+            "available. Use backend='torch' or backend='autograd', whose backwards are differentiable.")
+
+    fwd_op.register_autograd(fwd_backward, setup_context=setup_context)
+    bwd_op.register_autograd(bwd_backward, setup_context=lambda ctx, inputs, output: None)
+    for op in (fwd_op, bwd_op):
+        for device_type in ("cpu", "cuda"):
+            torch.library.register_autocast(op, device_type, torch.float32)
+
+    def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
+        grad, loss, *_ = fwd_op(z.contiguous(), keys.contiguous(), values.contiguous(), weight.contiguous(),
+                                tau.reshape(()), float(gamma), float(entry_dropout), int(seed))
+        return grad.to(z.dtype), loss.to(z.dtype)
+
+    inner_gradient.__name__ = inner_gradient.__qualname__ = f"inner_gradient_{backend}"
+    inner_gradient.__doc__ = (f"The {backend!r} backend's entry point: (grad (B, C, n), inner_loss (B,)) in z's "
+                              "dtype, differentiable through the hand-written backward.")
+    return inner_gradient
