@@ -1,4 +1,5 @@
-"""Tolerances shared by the tests.
+"""Helpers shared by the tests: random operands, cotangents, the outputs and gradients of an op, and the
+tolerance tables.
 
 Comparisons between two *different* code paths (a chunked and an unchunked sum, a checkpointed recomputation
 and a plain forward, a fused kernel and its reference) use a tolerance derived from the dtype: the paths round
@@ -14,3 +15,70 @@ def reorder_tol(dtype: torch.dtype, ulps: int = 64) -> dict:
     entries of magnitude ~1."""
     eps = torch.finfo(dtype).eps
     return dict(rtol=ulps * eps, atol=ulps * eps)
+
+
+def make_inputs(B, S, C, n, *, dtype=torch.float64, seed=0, requires_grad=False, device="cpu"):
+    """Random operands of inner_gradient: z (B,n), keys (S,n), values (S,C) probabilities, weight (C,n), tau."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, n, generator=g, dtype=torch.float64)
+    keys = torch.randn(S, n, generator=g, dtype=torch.float64)
+    values = torch.softmax(2 * torch.randn(S, C, generator=g, dtype=torch.float64), dim=1)
+    weight = torch.randn(C, n, generator=g, dtype=torch.float64)
+    tau = torch.tensor(3.0, dtype=torch.float64)
+    out = [t.to(device=device, dtype=dtype) for t in (z, keys, values, weight, tau)]
+    return [t.requires_grad_(requires_grad) for t in out]
+
+
+def make_alpha(kind, C, n):
+    """An inner rate of `kind` ("scalar", "feature" (n,) or "elementwise" (C, n)) in [0.05, 0.15), float64."""
+    g = torch.Generator().manual_seed(3)
+    shape = {"scalar": (), "feature": (n,), "elementwise": (C, n)}[kind]
+    return (0.05 + 0.1 * torch.rand(shape, generator=g, dtype=torch.float64)).requires_grad_()
+
+
+def shape_id(shape):
+    return "B{}-S{}-C{}-n{}".format(*shape)
+
+
+NAMES = ["grad", "inner_loss", "dz", "dkeys", "dvalues", "dweight", "dtau"]   # what outputs_and_grads returns
+
+
+def cotangents(B, C, n, dtype=torch.float64, device="cpu"):
+    """Fixed random cotangents (dgrad (B,C,n), dloss (B,)) for comparing backwards."""
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(B, C, n, generator=g, dtype=dtype).to(device),
+            torch.randn(B, generator=g, dtype=dtype).to(device))
+
+
+def outputs_and_grads(inputs, backend, cot, **kw):
+    """[grad, inner_loss, dz, dkeys, dvalues, dweight, dtau] of mn.inner_gradient on `backend` (see NAMES)."""
+    import mn
+    grad, loss = mn.inner_gradient(*inputs, backend=backend, **kw)
+    dins = torch.autograd.grad((grad * cot[0]).sum() + (loss * cot[1]).sum(), inputs)
+    return [grad, loss, *dins]
+
+
+def scaled_error(a, b):
+    """max |a - b| relative to max |b|: one number per output, robust to entries near zero."""
+    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+
+# ---------------------------------------------------------------- tolerance tables
+# Two exact formulations in float64 (a fused backend or the closed form against the literal reference):
+# rounding only, grown by the conditioning of softmax-weighted sums.
+EXACT_FLOAT64 = dict(rtol=1e-10, atol=1e-10)
+
+# Scaled error (`scaled_error`: max |got - exact| / max |exact|) of the fused backends against float64 on the
+# same rounded inputs, per input dtype and gamma, fp32 dots in IEEE ("highest"). float32 accumulates in
+# float32; bf16 / fp16 round the dot operands (on the GPU; the CPU interpreter runs bf16 dots on float32
+# operands) and compute the rest in float32. At gamma = 1000 float32 is limited by D_i, which the backward
+# takes from the identity <grad_i, dg_i> + dL_i loss_i (docs/design.md, "Dtypes"). Measured on small shapes
+# in the interpreter and the native CPU kernels, with ~4x headroom.
+LOW_PRECISION = {
+    torch.float32: {5.0: 2e-5, 100.0: 5e-5, 1000.0: 5e-2},
+    torch.bfloat16: {5.0: 6e-2, 100.0: 6e-2, 1000.0: 1e-1},
+    torch.float16: {5.0: 1e-2, 100.0: 2e-2, 1000.0: 1.0},
+}
+# float32 with TF32 dots (GPU, matmul precision "high"): 10 mantissa bits per operand, at gamma = 5.
+TF32 = 5e-3

@@ -5,7 +5,7 @@ import torch
 
 import mn
 
-from helpers import reorder_tol
+from helpers import make_inputs, reorder_tol
 
 BACKENDS = ["autograd", "torch", "native", "triton"]
 
@@ -68,3 +68,19 @@ def test_custom_ops_upcast_mixed_operands_under_autocast(op):
     assert grad.dtype == loss.dtype == torch.float32
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_adapted_logits_train_under_autocast(backend):
+    """Under CPU autocast (bf16) the step still runs forward and backward: the logits after the step compute in
+    their inputs' dtype, as the fused ops before them do."""
+    if mn.available_backends("cpu")[backend] is not None:
+        pytest.skip(mn.available_backends("cpu")[backend])
+    z, keys, values, weight, tau = make_inputs(4, 20, 5, 8, dtype=torch.float32, requires_grad=True)
+    for alpha in (torch.tensor(0.1, requires_grad=True), torch.full((8,), 0.1, requires_grad=True)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = mn.adapted_logits(z, keys, values, weight, tau, alpha, gamma=5.0, backend=backend)
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(4) % 5)
+        loss.backward()
+        assert logits.dtype == torch.float32
+        assert all(torch.isfinite(t.grad).all() for t in (z, keys, values, weight, tau, alpha))

@@ -5,7 +5,7 @@ import torch
 import mn
 from mn.backends import AUTO_ORDER, BACKENDS
 
-from conftest import make_inputs
+from helpers import make_inputs
 
 
 def test_auto_resolves_to_first_available_in_order():

@@ -5,16 +5,10 @@ import torch
 
 import mn
 
-from conftest import make_inputs
+from helpers import make_alpha, make_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FUSED = [b for b in ("native", "triton") if mn.available_backends(DEVICE)[b] is None]
-
-
-def _alpha(kind, C, n):
-    g = torch.Generator().manual_seed(4)
-    shape = {"scalar": (), "feature": (n,), "element": (C, n)}[kind]
-    return (0.1 + 0.3 * torch.rand(shape, generator=g, dtype=torch.float64)).requires_grad_()
 
 
 def _explicit_logits(z, keys, values, weight, tau, alpha, **kw):
@@ -31,10 +25,10 @@ def _grad_of_grad(fn, inputs):
 
 
 @pytest.mark.parametrize("steps", [1, 2])
-@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "element"])
+@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
 @pytest.mark.parametrize("backend", ["autograd", "torch"])
 def test_second_derivatives_equal_the_literal_form(backend, alpha_kind, steps):
-    inputs = make_inputs(3, 11, 4, 5, requires_grad=True, seed=1) + [_alpha(alpha_kind, 4, 5)]
+    inputs = make_inputs(3, 11, 4, 5, requires_grad=True, seed=1) + [make_alpha(alpha_kind, 4, 5)]
     kw = dict(gamma=3.0, inner_steps=steps, entry_dropout=0.2, seed=7)
     first, second = _grad_of_grad(lambda *a: mn.adapted_logits(*a, backend=backend, **kw), inputs)
     first_ref, second_ref = _grad_of_grad(lambda *a: _explicit_logits(*a, **kw), inputs)
@@ -46,7 +40,7 @@ def test_second_derivatives_equal_the_literal_form(backend, alpha_kind, steps):
 
 @pytest.mark.parametrize("backend", ["autograd", "torch"])
 def test_gradgradcheck(backend):
-    inputs = make_inputs(2, 5, 3, 4, requires_grad=True, seed=2) + [_alpha("feature", 3, 4)]
+    inputs = make_inputs(2, 5, 3, 4, requires_grad=True, seed=2) + [make_alpha("feature", 3, 4)]
     fn = lambda *a: mn.adapted_logits(*a, gamma=3.0, inner_steps=2, backend=backend)  # noqa: E731
     assert torch.autograd.gradgradcheck(fn, inputs)
 

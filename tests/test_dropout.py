@@ -7,7 +7,7 @@ import torch
 import mn
 from mn_kernels.dropout import drop_threshold, keep_mask
 
-from conftest import make_inputs
+from helpers import make_inputs
 
 
 def numpy_keep_mask(seed, B, S, p):

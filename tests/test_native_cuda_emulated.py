@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import shape_id
+from helpers import shape_id
 from mn import native_ops
 
 ROOT = Path(__file__).resolve().parents[1]

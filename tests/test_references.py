@@ -5,12 +5,11 @@ import torch
 import mn
 from mn.reference import inner_gradient_autograd, inner_gradient_torch
 
-from conftest import make_inputs, shape_id
-from helpers import reorder_tol
+from helpers import EXACT_FLOAT64, make_alpha, make_inputs, reorder_tol, shape_id
 
 ODD_SHAPES = [(1, 1, 2, 3), (1, 5, 2, 1), (3, 7, 2, 3), (4, 13, 5, 6), (2, 9, 3, 4)]
 MID_SHAPES = [(5, 37, 7, 19), (1, 23, 2, 3), (6, 50, 11, 8)]
-TOL = dict(rtol=1e-10, atol=1e-10)   # float64: both are exact formulations; only rounding separates them
+TOL = EXACT_FLOAT64
 
 
 def _outputs_and_grads(fn, inputs, cotangents, **kw):
@@ -43,18 +42,12 @@ def test_closed_form_equals_literal(shape, dropout):
             torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"{name} (chunk {chunk}): {m}")
 
 
-def _alpha(kind, C, n):
-    g = torch.Generator().manual_seed(3)
-    shape = {"scalar": (), "feature": (n,), "elementwise": (C, n)}[kind]
-    return (0.05 + 0.1 * torch.rand(shape, generator=g, dtype=torch.float64)).requires_grad_()
-
-
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
 def test_adapted_logits_backends_agree(alpha_kind, steps):
     B, S, C, n = 4, 19, 5, 7
     inputs = make_inputs(B, S, C, n, requires_grad=True, seed=4)
-    alpha = _alpha(alpha_kind, C, n)
+    alpha = make_alpha(alpha_kind, C, n)
     r = torch.randn(B, C, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     results = []
     for backend in ("autograd", "torch"):
@@ -68,7 +61,7 @@ def test_adapted_logits_backends_agree(alpha_kind, steps):
 @pytest.mark.parametrize("steps", [1, 3])
 def test_adapted_logits_gradcheck(steps):
     inputs = make_inputs(2, 6, 3, 4, requires_grad=True, seed=6)
-    alpha = _alpha("feature", 3, 4)
+    alpha = make_alpha("feature", 3, 4)
     fn = lambda *a: mn.adapted_logits(*a, gamma=3.0, inner_steps=steps, backend="torch")  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs + [alpha])
 
@@ -120,114 +113,3 @@ def test_torch_reference_runs_cifar100_config_without_materialising(monkeypatch)
     (grad.square().sum() + loss.sum()).backward()
     assert grad.shape == (B, C, n) and torch.isfinite(grad).all() and torch.isfinite(keys.grad).all()
     assert max(chunk_elements) <= closed_form.CHUNK_ELEMENTS and 7 * closed_form.CHUNK_ELEMENTS <= S * C * n
-
-
-@pytest.mark.parametrize("per_example", [False, True], ids=["shared-phi", "per-example-phi"])
-@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
-def test_cosine_logits_after_step_equal_the_stepped_weights(alpha_kind, per_example):
-    """The closed form (contractions over n) against tau * cos(z, phi - alpha grad) built explicitly, values
-    and every input gradient, float64."""
-    B, C, n = 4, 5, 7
-    g = torch.Generator().manual_seed(12)
-    z = torch.randn(B, n, dtype=torch.float64, generator=g, requires_grad=True)
-    phi = torch.randn(*((B,) if per_example else ()), C, n, dtype=torch.float64, generator=g, requires_grad=True)
-    grad = torch.randn(B, C, n, dtype=torch.float64, generator=g, requires_grad=True)
-    tau = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
-    alpha = _alpha(alpha_kind, C, n)
-    inputs = [z, phi, grad, alpha, tau]
-    r = torch.randn(B, C, dtype=torch.float64, generator=g)
-    got = mn.functional.cosine_logits_after_step(*inputs)
-    expected = tau * torch.nn.functional.cosine_similarity(z[:, None, :], phi - alpha * grad, dim=-1)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    for a, b in zip(torch.autograd.grad((got * r).sum(), inputs), torch.autograd.grad((expected * r).sum(), inputs)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("alpha_kind, most", [("scalar", 1), ("feature", 2)])
-def test_cosine_logits_after_step_keep_no_stepped_weights(alpha_kind, most):
-    """Memory: for its backward, the closed form keeps the gradient (and alpha * gradient for a vector alpha)
-    -- not the stepped weights, their norms and their normalised copy, each B x C x n, as the explicit form."""
-    B, C, n = 3, 4, 5
-    z, _, _, weight, tau = make_inputs(B, 6, C, n, requires_grad=True, seed=13)
-    grad = torch.randn(B, C, n, dtype=torch.float64, requires_grad=True)
-    alpha = _alpha(alpha_kind, C, n)
-
-    def big_saved(fn):
-        storages = set()
-
-        def pack(t):
-            if t.dim() == 3 and t.numel() == B * C * n:
-                storages.add(t.untyped_storage().data_ptr())
-            return t
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            fn()
-        return len(storages)
-
-    closed = big_saved(lambda: mn.functional.cosine_logits_after_step(z, weight, grad, alpha, tau))
-    explicit = big_saved(lambda: tau * torch.nn.functional.cosine_similarity(z[:, None], weight - alpha * grad, dim=-1))
-    assert 1 <= closed <= most < explicit
-
-
-@pytest.mark.parametrize("per_example", [False, True], ids=["shared-phi", "per-example-phi"])
-@pytest.mark.parametrize("alpha_kind, most", [("scalar", 1), ("feature", 2), ("elementwise", 2)])
-def test_cosine_logits_after_step_backward_allocates_one_gradient_array(alpha_kind, most, per_example):
-    """Memory: the hand-written backward builds the gradient for grad (and, per-example, the one for phi) in
-    one B x C x n array each (a vector alpha adds the product it sums for dalpha); autograd through the
-    contractions added up three."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    B, C, n = 3, 4, 5
-    g = torch.Generator().manual_seed(14)
-    z = torch.randn(B, n, dtype=torch.float64, generator=g, requires_grad=True)
-    phi = torch.randn(*((B,) if per_example else ()), C, n, dtype=torch.float64, generator=g, requires_grad=True)
-    grad = torch.randn(B, C, n, dtype=torch.float64, generator=g, requires_grad=True)
-    alpha, tau = _alpha(alpha_kind, C, n).requires_grad_(), torch.tensor(7.0, dtype=torch.float64)
-    logits = mn.functional.cosine_logits_after_step(z, phi, grad, alpha, tau)
-
-    class NewArrays(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
-            for t in (out if isinstance(out, (tuple, list)) else (out,)):
-                if isinstance(t, torch.Tensor) and t.numel() == B * C * n \
-                        and t.untyped_storage().data_ptr() not in inputs and t._base is None:
-                    self.count += 1
-            return out
-
-    with NewArrays() as arrays:
-        logits.sum().backward()
-    assert arrays.count <= most + per_example
-
-
-@pytest.mark.parametrize("per_example", [False, True], ids=["shared-phi", "per-example-phi"])
-@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
-@pytest.mark.parametrize("wanted", [(0, 1, 2, 3, 4), (3,), (4,), (0, 2)], ids=["all", "alpha", "tau", "z-grad"])
-def test_cosine_logits_after_step_gradcheck(alpha_kind, per_example, wanted):
-    """float64 gradcheck of the hand-written backward, for any subset of inputs that require grad."""
-    B, C, n = 3, 4, 5
-    g = torch.Generator().manual_seed(15)
-    inputs = [torch.randn(B, n, dtype=torch.float64, generator=g),
-              torch.randn(*((B,) if per_example else ()), C, n, dtype=torch.float64, generator=g),
-              torch.randn(B, C, n, dtype=torch.float64, generator=g),
-              _alpha(alpha_kind, C, n), torch.tensor(7.0, dtype=torch.float64)]
-    inputs = [t.requires_grad_(k in wanted) for k, t in enumerate(inputs)]
-    assert torch.autograd.gradcheck(mn.functional.cosine_logits_after_step, inputs)
-
-
-@pytest.mark.parametrize("backend", ["torch", "native"])
-def test_adapted_logits_train_under_autocast(backend):
-    """Under CPU autocast (bf16) the step still runs forward and backward: the logits after the step compute in
-    their inputs' dtype, as the fused ops before them do."""
-    if mn.available_backends("cpu")[backend] is not None:
-        pytest.skip(mn.available_backends("cpu")[backend])
-    z, keys, values, weight, tau = make_inputs(4, 20, 5, 8, dtype=torch.float32, requires_grad=True)
-    for alpha in (torch.tensor(0.1, requires_grad=True), torch.full((8,), 0.1, requires_grad=True)):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = mn.adapted_logits(z, keys, values, weight, tau, alpha, gamma=5.0, backend=backend)
-            loss = torch.nn.functional.cross_entropy(logits, torch.arange(4) % 5)
-        loss.backward()
-        assert logits.dtype == torch.float32
-        assert all(torch.isfinite(t.grad).all() for t in (z, keys, values, weight, tau, alpha))

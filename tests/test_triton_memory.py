@@ -1,10 +1,9 @@
-"""The Triton step's memory at a GPU-like size, counted on the CPU by bench/step_memory.py: with the kernels
+"""The Triton step's memory at a GPU-like size, counted on the CPU by mn.memory_accounting: with the kernels
 skipped and grids sized for 132 SMs, every torch-level allocation of one head step (what a GPU would hold; the
 kernels allocate nothing) stays within the budget of its design -- no B x C x n temporary beyond dg and the
 forward's grad, no normalised copy of the dictionary. The start-of-work code took 28.6 MiB here."""
 import ctypes.util
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,12 +12,11 @@ import torch  # noqa: E402
 pytest.importorskip("triton")
 if not ctypes.util.find_library("c") or sys.platform != "linux":
     pytest.skip("allocation accounting reads glibc's mallinfo2", allow_module_level=True)
-if torch.cuda.is_available():   # step_memory sets TRITON_INTERPRET=1, which would turn the GPU tests' kernels CPU
+if torch.cuda.is_available():   # the launchers would size grids and skip kernels for the GPU the tests use
     pytest.skip("CPU accounting of GPU sizes: for machines without a GPU", allow_module_level=True)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import mn  # noqa: E402
-import step_memory  # noqa: E402
+from mn.memory_accounting import KernelsSkipped, step_peak_mib  # noqa: E402
 
 
 def test_step_memory_stays_within_its_budget():
@@ -29,6 +27,6 @@ def test_step_memory_stays_within_its_budget():
     # dg and grad, dkh, the partials, three C x S arrays, 1.5 MiB of small ones: 12.5 MiB. One more B x C x n or
     # S x n array (2 MiB each here) breaks it.
     budget = 2 * unit + dictionary + partials + 3 * per_entry + 1.5
-    with step_memory.KernelsSkipped():
-        peak, where = step_memory.step_peak_mib(mn.adapted_logits, "triton", B, S, C, n)
+    with KernelsSkipped():
+        peak, where = step_peak_mib(mn.adapted_logits, "triton", B, S, C, n)
     assert peak <= budget, f"{peak:.1f} MiB (peak after {where}) > {budget:.1f} MiB"

@@ -4,7 +4,7 @@ import torch
 
 import mn
 
-from conftest import make_inputs
+from helpers import make_inputs
 
 NAMES = ["z", "keys", "values", "weight", "tau"]
 
