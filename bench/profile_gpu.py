@@ -1,5 +1,5 @@
-"""Where the Triton head step's time goes, kernel by kernel: the measurement issue 3 needs before any more
-restructuring of the kernels (the step is ~9x off its target at the CIFAR-100 config; which kernel is slow?).
+"""Where the Triton head step's time goes, kernel by kernel: which kernel to restructure first when the step
+misses its target (docs/design.md, "Performance contract"; the measured gap: bench/results/).
 
 For one config and input dtype: the chosen autotune config of each Triton kernel with its compiled resources
 (registers per thread, spilled bytes, shared memory, warps), then a torch.profiler table of every device

@@ -2,7 +2,7 @@
 kernel, how many of its tensor-core instructions are Hopper's warpgroup MMA (``wgmma``) rather than the older
 ``mma.sync``, registers per thread, spilled bytes and shared memory. The static check to run before spending
 GPU time on a kernel change: a candidate that spills or falls back to ``mma.sync`` for its main dot will not
-reach the DESIGN section 6 throughput, whatever the autotuner picks.
+reach the throughput of docs/design.md, "Performance contract", whatever the autotuner picks.
 
     python bench/sm90_resources.py [--config 128,10000,100,256] [--dtype float32|bfloat16] [--kernels ...] [--out F.md]
 

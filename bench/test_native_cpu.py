@@ -10,7 +10,7 @@ import mn
 from head_step import bench_head_step, config_id
 
 CONFIGS = [(128, 1000, 10, 64), (32, 2000, 100, 64), (128, 10000, 100, 256)]
-ROUNDS = {(128, 10000, 100, 256): 3}   # ~1-10 s per step there
+ROUNDS = {(128, 10000, 100, 256): 3}   # the slowest config: few rounds
 
 
 @pytest.mark.skipif(mn.available_backends("cpu")["native"] is not None, reason="native backend unavailable")

@@ -3,8 +3,8 @@ import torch
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 inputs compute in float64; float32, bfloat16 and float16 inputs in float32 (docs/design.md,
-    "Dtypes")."""
+    """float64 inputs compute in float64; float32, bfloat16 and float16 inputs in float32
+    (docs/design.md, "Dtypes")."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 

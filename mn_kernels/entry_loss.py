@@ -3,7 +3,7 @@ its cross-entropy against its value, the derivative delta the contraction weighs
 (docs/design.md, "Forward" and "Backward", step 3).
 
     l_jc = tau kh_j . wh_c      log p_j = log_softmax_c(l_j)      sigma_j = sum_c v_jc
-    ce_j = -sum_c v_jc log p_jc      delta_jc = d ce_j / d l_jc = tau (sigma_j p_jc - v_jc)
+    ce_j = -sum_c v_jc log p_jc      delta_jc = tau d ce_j / d l_jc = tau (sigma_j p_jc - v_jc)
 
 sigma_j = 1 for probabilities; keeping it makes delta the exact derivative for any values. Arrays are
 class-major (C x S), the layout the kernels read (contiguous entry tiles per class). The keys come raw with

@@ -1,5 +1,5 @@
 """Row normalisation xh = x / max(||x||, eps) and its backward, as the fused ops' host code needs them: from the
-raw rows, with no normalised copy kept for the backward (docs/design.md, "Normalisations")."""
+raw rows, with no normalised copy kept for the backward (docs/design.md, "Backward", step 4)."""
 import torch
 
 EPS = 1e-12

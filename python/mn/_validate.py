@@ -1,5 +1,5 @@
-"""Argument checks shared by every public op (DESIGN §8): each failure names the argument and what
-was expected, so nothing reaches a kernel malformed and nothing is silently wrong."""
+"""Argument checks shared by every public op (docs/design.md, "Bad input"): each failure names the argument
+and what was expected, so nothing reaches a kernel malformed and nothing is silently wrong."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,7 @@
 """The main job on shipped data (`mn demo`, or `python -m mn.demo`): vanilla vs Meta-Neighborhoods on
 sklearn digits (small convnet; cosine output layer vs the MN head, AdamW, the paper's other settings) and on
 the two-spirals toy of the paper's Fig. 1 (a linear classifier alone vs tuned per query by MN).
-Prints one results table; about 2 minutes on 2 CPU cores (`--fast`: a few seconds, for CI)."""
+Prints one results table (`--fast`: a few steps only, for CI)."""
 from __future__ import annotations
 
 import argparse

@@ -8,7 +8,7 @@ Layers, as for Triton (triton_ops.py): `mn._C` (kernels; raw pointers, sizes and
 Split of the work (docs/design.md, "Kernel plan"): the kernels do the O(B·S·C·n) contractions -- the forward
 `U_ic = sum_j w_ij delta_jc kh_j` with its log-sum-exp, and the backward `ddelta`, `dkh`, `dce`, `dzh` with
 `X = dU . kh^T` recomputed tile by tile. On CPU everything around them runs in mn._C too (`op_fwd` / `op_bwd`,
-one call per direction: as a few dozen small torch calls it took about as long as the kernels at C = 10). On
+one call per direction, since a few dozen small torch calls cost as much as the kernels at small C). On
 CUDA it is torch code here, from the same modules as the Triton launchers (mn_kernels.{rownorm, entry_loss,
 projection}): normalisation, the per-entry softmax / cross-entropy and the projection, with their backward.
 

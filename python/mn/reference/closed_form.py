@@ -1,9 +1,9 @@
 """Closed-form reference of `inner_gradient` (backend "torch"), chunked over the dictionary.
 
-With hats for row-normalised vectors (DESIGN §4) and shared weight W (C, n):
+With hats for row-normalised vectors (docs/design.md, "Forward") and shared weight W (C, n):
     w_ij     = softmax_j(gamma * zh_i . kh_j)                     attention, B x S
     l_jc     = tau * kh_j . wh_c,  p_j = softmax_c(l_j)           per-entry logits, S x C
-    ce_j     = -sum_c v_jc log p_jc,  delta_jc = dce_j/dl_jc = tau * (p_jc sum_c' v_jc' - v_jc)
+    ce_j     = -sum_c v_jc log p_jc,  delta_jc = tau dce_j/dl_jc = tau * (p_jc sum_c' v_jc' - v_jc)
     U_ic     = sum_j w_ij delta_jc kh_j                           the contraction, B x C x n
     grad_ic  = (U_ic - wh_c (wh_c . U_ic)) / ||w_c||,   inner_loss_i = sum_j w_ij ce_j
 With per-example weights phi (B, C, n) (inner steps 2..T) the logits, p, ce and delta depend on i too.
@@ -28,7 +28,7 @@ from mn_kernels.rownorm import normalize
 from ..attention import entry_keep
 
 # The largest per-chunk intermediate (chunk x C x n, or B x chunk x C) in elements: 128 MiB in fp32. Each chunk
-# costs a fixed ~30 ops (about 1 ms of launches and checkpoint bookkeeping on a GPU), so chunks are kept large.
+# costs a fixed number of ops (launches and checkpoint bookkeeping), so chunks are kept large.
 CHUNK_ELEMENTS = 1 << 25
 
 

@@ -1,4 +1,5 @@
-"""Optimiser, step-decay schedule and gradient clipping (paper §Implementation details, DESIGN §9)."""
+"""Optimiser, step-decay schedule and gradient clipping (paper §Implementation details;
+docs/design.md, "Facts from the authors' code")."""
 from __future__ import annotations
 
 import torch
