@@ -48,6 +48,12 @@ STEPS3 = [("triton tf32 ft:3", "triton", torch.float32), ("torch ft:3", "torch",
           ("autograd ft:3", "autograd", torch.float32)]
 
 
+def backward_ms(outputs, inputs) -> float:
+    """Median ms of the backward of `outputs` w.r.t. `inputs` under random cotangents (the graph kept)."""
+    cot = tuple(torch.randn_like(t) for t in outputs)
+    return bench_ms(lambda: torch.autograd.grad(outputs, inputs, cot, retain_graph=True))
+
+
 def make_head_inputs(B, S, C, n, dtype, seed=0):
     g = torch.Generator(device=DEVICE).manual_seed(seed)
     z = torch.randn(B, n, device=DEVICE, generator=g)
@@ -61,7 +67,8 @@ def make_head_inputs(B, S, C, n, dtype, seed=0):
     return inputs, target
 
 
-SLOW_MS = 200.0   # calls slower than this are timed 3 times by hand: do_bench's fixed 5-call estimate would cost minutes
+# Calls slower than this are timed 3 times by hand: do_bench's fixed 5-call estimate would cost minutes.
+SLOW_MS = 200.0
 
 
 def _wall_ms(fn) -> float:
@@ -113,10 +120,7 @@ def measure(cfg, backend, dtype, inner_steps=1, value_checks=True):
         if inner_steps > 1:
             return {"step": bench_ms(step), "mem": peak_step_mib(step)}
         out = {"fwd": bench_ms(forward)}
-        grad, loss = forward()
-        cot = (torch.randn_like(grad), torch.randn_like(loss))
-        out["bwd"] = bench_ms(lambda: torch.autograd.grad((grad, loss), op_inputs, cot, retain_graph=True))
-        del grad, loss
+        out["bwd"] = backward_ms(forward(), op_inputs)           # the forward's outputs are freed on return
         out["step"] = bench_ms(step)
         out["mem"] = peak_step_mib(step)
         return out
@@ -169,7 +173,7 @@ def main(argv=None):
                 emit(f"| {','.join(map(str, cfg))} | {label} | {r['error']} | | | | | | |")
                 continue
 
-            def speedup(ref):
+            def speedup(ref, r=r):
                 other = results.get(ref, {})
                 return f"{other['step'] / r['step']:.1f}x" if "step" in other else other.get("error", "-")
             fwd, bwd = (f"{r[k]:.3f}" if k in r else "-" for k in ("fwd", "bwd"))

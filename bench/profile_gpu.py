@@ -21,10 +21,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch.nn.functional as F
+from bench_gpu import make_head_inputs
 from torch.profiler import ProfilerActivity, profile
 
 import mn
-from bench_gpu import make_head_inputs
 
 KERNELS = ("lse_kernel", "fwd_kernel", "bwd_kernel")
 

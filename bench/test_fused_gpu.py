@@ -7,9 +7,9 @@ without CUDA. The fuller table (forward / backward split, bf16, memory, TFLOP/s)
 """
 import pytest
 import torch
+from head_step import bench_head_step, config_id
 
 import mn
-from head_step import bench_head_step, config_id
 
 CONFIGS = [(128, 5000, 10, 256), (128, 10000, 100, 256), (512, 10000, 100, 256)]
 BACKENDS = ["triton", "native", "torch", "autograd"]

@@ -1,13 +1,14 @@
 """pytest-benchmark: one head training step (bench/head_step.py) on the native CPU kernels (mn._C) and on the
-closed-form `torch` reference, float32, CPU, measured in the same run. The goal (issue 4) is native >= 1.5x faster than `torch` at equal precision on 2 cores.
+closed-form `torch` reference, float32, CPU, measured in the same run. The goal (issue 4) is native >= 1.5x
+faster than `torch` at equal precision on 2 cores.
 
     python -m pytest bench/test_native_cpu.py --benchmark-json=bench/results/cpu-native.json
     python bench/summarize.py bench/results/cpu-native.json   # markdown table with medians and ratios
 """
 import pytest
+from head_step import bench_head_step, config_id
 
 import mn
-from head_step import bench_head_step, config_id
 
 CONFIGS = [(128, 1000, 10, 64), (32, 2000, 100, 64), (128, 10000, 100, 256)]
 ROUNDS = {(128, 10000, 100, 256): 3}   # the slowest config: few rounds

@@ -4,7 +4,6 @@
     python bench/summarize.py bench/results/cpu-references.json   # markdown table with medians and ratios
 """
 import pytest
-
 from head_step import bench_head_step, config_id
 
 CONFIGS = [(128, 1000, 10, 64), (32, 2000, 100, 64)]

@@ -3,8 +3,15 @@ import pytest
 import torch
 
 import mn
-from mn.analysis import (attention_topk, attention_vectors, entry_classes, inner_step_size, knn_neighbours,
-                         knn_predict, target_cosines)
+from mn.analysis import (
+    attention_topk,
+    attention_vectors,
+    entry_classes,
+    inner_step_size,
+    knn_neighbours,
+    knn_predict,
+    target_cosines,
+)
 
 
 @pytest.mark.parametrize("chunk", [3, 7, 100])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mn.data import DataFormatError, UCI_SETS, load_dataset, prepare
+from mn.data import UCI_SETS, DataFormatError, load_dataset, prepare
 
 
 def _cifar_pickle(path, n, labels, seed=0):

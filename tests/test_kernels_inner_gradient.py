@@ -16,12 +16,13 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from helpers import LOW_PRECISION, TF32, make_inputs, shape_id  # noqa: E402
 from mn.reference import inner_gradient_autograd  # noqa: E402
 from mn_kernels import dropout  # noqa: E402
 from mn_kernels.dropout import keep_mask as torch_keep_mask  # noqa: E402
 from mn_kernels.inner_gradient import inner_gradient_bwd, inner_gradient_fwd  # noqa: E402
 from mn_kernels.tiles import keep_mask as tile_keep_mask  # noqa: E402
+
+from helpers import LOW_PRECISION, TF32, make_inputs, shape_id  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import shape_id
 from mn import native_ops
+
+from helpers import shape_id
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(native_ops.unavailable(torch.device("cpu")) is not None or shutil.which("g++") is None,
@@ -24,7 +25,8 @@ def emulated(tmp_path_factory):
     """ctypes handle of the CUDA kernels built for the emulation."""
     out = tmp_path_factory.mktemp("cuda_emulation") / "libmn_cuda_emulated.so"
     subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-fPIC", "-shared", "-DMN_CUDA_EMULATION", "-DMN_WITH_CUDA",
-                    f"-I{ROOT / 'tests' / 'cuda_emulation'}", "-x", "c++", str(ROOT / "csrc/cuda/inner_gradient_cuda.cu"),
+                    f"-I{ROOT / 'tests' / 'cuda_emulation'}", "-x", "c++",
+                    str(ROOT / "csrc/cuda/inner_gradient_cuda.cu"),
                     "-x", "none", str(ROOT / "tests/cuda_emulation/shim.cpp"), "-o", str(out)],
                    check=True, capture_output=True)
     return ctypes.CDLL(str(out))

@@ -3,13 +3,13 @@ import math
 
 import pytest
 import torch
+from test_data_files import make_cifar10, make_tiny_imagenet, write_uci
 
 from mn import MetaNeighborhoodsClassifier
 from mn.data import load_dataset, prepare
 from mn.training import Run, build_model, make_config, train
 from mn.training.distributed import Context
 from mn.training.optim import build_optimizer
-from test_data_files import make_cifar10, make_tiny_imagenet, write_uci
 
 CPU = Context(0, 1, torch.device("cpu"))
 QUICK = dict(epochs=1, max_steps_per_epoch=2, progress=False)

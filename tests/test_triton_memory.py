@@ -6,7 +6,6 @@ import ctypes.util
 import sys
 
 import pytest
-
 import torch  # noqa: E402
 
 pytest.importorskip("triton")

@@ -3,7 +3,7 @@ mn_kernels/inner_gradient/__init__.py)."""
 import triton
 import triton.language as tl
 
-from ..tiles import key_tile, keep_mask
+from ..tiles import keep_mask, key_tile
 from .configs import BWD_CONFIGS, BWD_NAMES, BWD_SMALL, autotune
 
 

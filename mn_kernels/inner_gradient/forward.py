@@ -3,7 +3,7 @@ projection epilogue (the math: mn_kernels/inner_gradient/__init__.py)."""
 import triton
 import triton.language as tl
 
-from ..tiles import attention, class_rows, key_tile, keep_mask
+from ..tiles import attention, class_rows, keep_mask, key_tile
 from .configs import FWD_CONFIGS, FWD_NAMES, FWD_SMALL, LSE_CONFIGS, LSE_NAMES, LSE_SMALL, autotune
 
 

@@ -13,11 +13,16 @@ from ._validate import set_value_checks
 from .backends import available_backends, resolve_backend
 from .functional import adapted_logits, adapted_weights, inner_gradient
 from .generic import MetaNeighborhoods
-from .layers import (ClassifierOutput, CosineClassifier, DotClassifier, MetaNeighborhoodsClassifier,
-                     MetaNeighborhoodsHead)
+from .layers import (
+                     ClassifierOutput,
+                     CosineClassifier,
+                     DotClassifier,
+                     MetaNeighborhoodsClassifier,
+                     MetaNeighborhoodsHead,
+)
 
 __all__ = [
-    "inner_gradient", "adapted_weights", "adapted_logits", "available_backends", "resolve_backend",
+    "analysis", "inner_gradient", "adapted_weights", "adapted_logits", "available_backends", "resolve_backend",
     "MetaNeighborhoodsHead", "CosineClassifier", "DotClassifier", "MetaNeighborhoodsClassifier", "ClassifierOutput",
     "MetaNeighborhoods", "set_value_checks",
 ]

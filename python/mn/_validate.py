@@ -130,4 +130,5 @@ def _check_alpha_shape(alpha, C: int, n: int, like: torch.Tensor) -> None:
         raise TypeError(f"alpha must match z's dtype and device ({like.dtype}, {like.device}), "
                         f"got ({alpha.dtype}, {alpha.device})")
     if tuple(alpha.shape) not in {(), (1,), (n,), (C, n)}:
-        raise ValueError(f"alpha must be a scalar, shape (n,) = ({n},) or (C, n) = ({C}, {n}), got {tuple(alpha.shape)}")
+        raise ValueError(f"alpha must be a scalar, shape (n,) = ({n},) or (C, n) = ({C}, {n}), "
+                         f"got {tuple(alpha.shape)}")

@@ -13,8 +13,8 @@ optionally, one that says why it cannot take n features of a dtype (`auto` then 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

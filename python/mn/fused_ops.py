@@ -19,7 +19,7 @@ Under autocast both ops compute in float32 (float64 stays float64), like the fun
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ._validate import check_dropout, check_positive
-from .functional import draw_seed
 from mn_kernels.rownorm import normalize
 
+from ._validate import check_dropout, check_positive
 from .attention import attention_weights, entry_keep
+from .functional import draw_seed
 from .grad_mode import autograd_enabled, usable
 
 SIMILARITIES = ("cosine", "euclidean")
@@ -79,7 +79,8 @@ class MetaNeighborhoods(nn.Module):
         self.value_params = nn.Parameter(init)
         # Inner rates are keyed like net's parameters ('.' is not allowed in ParameterDict keys).
         self.inner_lr = nn.ParameterDict({
-            name.replace(".", "/"): nn.Parameter(torch.full(p.shape if inner_lr == "elementwise" else (), inner_lr_init))
+            name.replace(".", "/"):
+                nn.Parameter(torch.full(p.shape if inner_lr == "elementwise" else (), inner_lr_init))
             for name, p in net.named_parameters()})
 
     @property
@@ -90,7 +91,8 @@ class MetaNeighborhoods(nn.Module):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Attention weights (B, S) of queries x over the entries (dropout applied in training)."""
         p = self.entry_dropout if self.training else 0.0
-        keep = entry_keep(x.shape[0], torch.arange(self.keys.shape[0], device=x.device), p, draw_seed(p, None), x.device)
+        entries = torch.arange(self.keys.shape[0], device=x.device)
+        keep = entry_keep(x.shape[0], entries, p, draw_seed(p, None), x.device)
         return attention_weights(similarity_scores(x, self.keys, self.similarity, self.gamma), keep)
 
     def _entry_loss(self, params, key, value):

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mn_kernels.rownorm import normalize
+
 from ._validate import check_dropout, check_positive
 from .backends import check_backend_name
 from .functional import adapted_logits
-from mn_kernels.rownorm import normalize
 
 INNER_LR_KINDS = ("scalar", "feature", "elementwise")
 
@@ -67,7 +68,8 @@ class MetaNeighborhoodsHead(nn.Module):
         _check_choice("inner_lr", inner_lr, INNER_LR_KINDS)
         check_dropout(entry_dropout, None)
         check_backend_name(backend)
-        self.gamma, self.inner_steps, self.entry_dropout, self.backend = float(gamma), inner_steps, entry_dropout, backend
+        self.gamma, self.inner_steps = float(gamma), inner_steps
+        self.entry_dropout, self.backend = entry_dropout, backend
         self.keys = nn.Parameter(torch.randn(num_entries, in_features) * key_init_std)
         self.value_logits = nn.Parameter(torch.randn(num_entries, num_classes) * value_init_std)
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))

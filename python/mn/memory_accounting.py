@@ -86,7 +86,8 @@ class KernelsSkipped:
 
     def __enter__(self):
         import mn_kernels.inner_gradient.launch as launch
-        self.saved = {name: getattr(launch, name) for name in ("lse_kernel", "fwd_kernel", "bwd_kernel", "multiprocessors")}
+        names = ("lse_kernel", "fwd_kernel", "bwd_kernel", "multiprocessors")
+        self.saved = {name: getattr(launch, name) for name in names}
         for name in ("lse_kernel", "fwd_kernel", "bwd_kernel"):
             setattr(launch, name, _NoLaunch(self.saved[name].gpu_configs))
         launch.multiprocessors = lambda device: self.sms

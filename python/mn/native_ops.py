@@ -75,7 +75,8 @@ def _kernel_args(named: dict[str, Tensor], dtype: torch.dtype, device: torch.dev
     compute dtype, one device, the expected shape, contiguous row-major storage."""
     for name, t in named.items():
         if t.dtype != dtype or t.device != device:
-            raise ValueError(f"native kernel argument {name}: expected {dtype} on {device}, got {t.dtype} on {t.device}")
+            raise ValueError(f"native kernel argument {name}: expected {dtype} on {device}, "
+                             f"got {t.dtype} on {t.device}")
         if tuple(t.shape) != shapes[name]:
             raise ValueError(f"native kernel argument {name}: expected shape {shapes[name]}, got {tuple(t.shape)}")
         if not t.is_contiguous():

@@ -42,7 +42,7 @@ def unavailable(device: torch.device) -> str | None:
 
 def rejects(n: int, dtype: torch.dtype) -> str | None:
     """Why the kernels cannot take n features of `dtype` (they hold whole rows in a tile), or None."""
-    from mn_kernels.inner_gradient import max_features   # a plain import: torch.compile traces this check
+    from mn_kernels.inner_gradient import max_features  # a plain import: torch.compile traces this check
     limit = max_features(dtype)
     return None if n <= limit else f"the Triton kernels take n <= {limit} with {dtype} inputs"
 

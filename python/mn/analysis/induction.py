@@ -1,8 +1,9 @@
 """Fig. 6 and the induction accuracy: train on coarse labels, then classify the fine labels with a kNN
 classifier (Huh et al. 2016). The MN model's kNN compares attention vectors [w(z_i, k_1) .. w(z_i, k_S)], the
 vanilla model's compares features z_i (paper §Analysis). Memory: the training split; queries: the test split;
-cosine similarity, majority vote of k neighbours (a tie goes to the nearest tied label). The figure: accuracies, and for a few test queries the
-training images each model retrieves, outlined green when they share the query's fine label.
+cosine similarity, majority vote of k neighbours (a tie goes to the nearest tied label). The figure: accuracies,
+and for a few test queries the training images each model retrieves, outlined green when they share the query's
+fine label.
 
 Memory use, MN: the training split's attention vectors, N_train x S floats, and the kNN's normalised copy of
 them: 2 N_train S floats (CIFAR-100: 45000 x 10000 -> 3.6 GB in float32), on the analysis device."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from mn_kernels.rownorm import normalize
+
 from .._validate import check_positive
 from ..functional import adapted_weights, inner_gradient
-from mn_kernels.rownorm import normalize
 
 CHUNK = 8192   # entries per chunk of attention_topk
 

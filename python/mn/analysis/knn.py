@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import check_positive
 from mn_kernels.rownorm import normalize
+
+from .._validate import check_positive
 
 CHUNK = 1024   # queries per chunk: memory O(CHUNK · N_memory)
 

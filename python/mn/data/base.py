@@ -27,7 +27,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
-    def subset(self, index: torch.Tensor) -> "Split":
+    def subset(self, index: torch.Tensor) -> Split:
         return Split(self.x[index], self.y[index])
 
 

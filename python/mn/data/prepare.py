@@ -7,9 +7,8 @@ and early stopping) are the set's own where it has one, else a random share of t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 

@@ -7,7 +7,6 @@ import torch
 from .base import Split, TaskData
 from .spirals import make_spirals
 
-
 # Coarse grouping of the ten digits for the induction analysis (Fig. 6): consecutive pairs, so that telling the
 # two digits of a group apart is never part of the supervision. coarse label = index of the digit's group.
 DIGIT_GROUPS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))

@@ -124,7 +124,8 @@ def make_config(file_values: dict | None = None, flags: dict | None = None) -> T
     for source, values in (("config file", file_values or {}), ("flags", flags or {})):
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ConfigError(f"unknown setting(s) in {source}: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown setting(s) in {source}: {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(names))}")
         merged.update({k: v for k, v in values.items() if v is not None})
     dataset = merged.get("dataset", TrainConfig.dataset)
     if not isinstance(dataset, str) or not (dataset in DATASETS or dataset.startswith("csv:")):

@@ -18,8 +18,17 @@ import torch
 from torch import nn
 
 from ..data import Prepared, Split
-from .checkpoint import (CheckpointError, append_line, load_checkpoint, load_scheduler_state, require_entries,
-                         require_finite_weights, save_checkpoint, scheduler_state, write_lines)
+from .checkpoint import (
+    CheckpointError,
+    append_line,
+    load_checkpoint,
+    load_scheduler_state,
+    require_entries,
+    require_finite_weights,
+    save_checkpoint,
+    scheduler_state,
+    write_lines,
+)
 from .config import TrainConfig, config_to_dict
 from .distributed import Context, unwrap, wrap
 from .methods import build_model, per_example_loss
