@@ -1,4 +1,5 @@
-// The entry-dropout hash of DESIGN §5, shared by the CPU and CUDA kernels (uint32 wrap-around arithmetic).
+// The entry-dropout hash of docs/design.md, "Entry dropout", shared by the CPU and CUDA kernels (uint32 wrap-around
+// arithmetic). Its constants mirror mn_kernels/dropout.py; the dropout cases of tests/test_fused.py check the two agree.
 #pragma once
 #include <cstdint>
 

@@ -1,5 +1,5 @@
-"""Entry dropout: the torch mask equals an independent uint32 implementation of the DESIGN §5 hash, and the
-mask used by forward is the one used by backward."""
+"""Entry dropout: the torch mask equals an independent uint32 implementation of the hash in docs/design.md,
+"Entry dropout", and the mask used by forward is the one used by backward."""
 import numpy as np
 import pytest
 import torch
@@ -11,7 +11,8 @@ from helpers import make_inputs
 
 
 def numpy_keep_mask(seed, B, S, p):
-    """DESIGN §5 written again with numpy uint32 arithmetic (wraps mod 2^32 natively)."""
+    """The hash of docs/design.md, "Entry dropout", written again with numpy uint32 arithmetic (wraps mod 2^32
+    natively)."""
     with np.errstate(over="ignore"):
         i = np.arange(B, dtype=np.uint32)[:, None]
         j = np.arange(S, dtype=np.uint32)[None, :]
@@ -21,7 +22,7 @@ def numpy_keep_mask(seed, B, S, p):
         x ^= x >> np.uint32(13)
         x *= np.uint32(0xC2B2AE35)
         x ^= x >> np.uint32(16)
-    return ~((x >> np.uint32(8)).astype(np.float64) < p * 2**24)          # DESIGN's comparison, in reals
+    return ~((x >> np.uint32(8)).astype(np.float64) < p * 2**24)          # the design's comparison, in reals
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345, 2**40 + 17])

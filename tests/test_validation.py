@@ -1,4 +1,4 @@
-"""Bad input (DESIGN §8): each gets a clear error that names the argument."""
+"""Bad input (docs/design.md, "Bad input"): each gets a clear error that names the argument."""
 import pytest
 import torch
 

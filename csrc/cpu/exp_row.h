@@ -12,7 +12,8 @@ namespace mn::MN_ISA_NS {
 // at C = 10.
 // Cephes' method: x = k ln2 + r with |r| <= ln2 / 2, exp(r) by a polynomial (float) or a Pade form (double),
 // times 2^k written into the exponent field. x below the log of the smallest normal number (-inf for a
-// dropped entry included) gives 0. A pure function of each element: results do not depend on the blocking.
+// dropped entry included) gives 0; NaN gives NaN (the polynomial carries it; only x < lo is masked to 0).
+// A pure function of each element: results do not depend on the blocking.
 template <typename T>
 void exp_row(T* x, int64_t nt) {
   using V = typename Vec<T>::type;
@@ -43,7 +44,9 @@ void exp_row(T* x, int64_t nt) {
       y = 1.0 + 2.0 * (p / (q - p));
     }
     const IV scale = (((IV)t - (IV)vmagic) + bias) << mant;  // the bits of 2^k
-    const V e = (V)((IV)(y * (V)scale) & (IV)(v >= vlo));      // 0 below the range
+    // 0 below the range: the mask clears the lanes with v < lo, not those with !(v >= lo), so a NaN lane keeps
+    // y * 2^k = NaN (one andnot instead of an and: no extra instruction).
+    const V e = (V)((IV)(y * (V)scale) & ~(IV)(v < vlo));
     store_vec(x + i, e);
   }
 }

@@ -1,5 +1,5 @@
-// The CPU op around the contractions (DESIGN §4), one call per direction, so that the host work of a step is
-// not dozens of small torch calls:
+// The CPU op around the contractions (docs/design.md, "Forward" and "Backward"), one call per direction, so that
+// the host work of a step is not dozens of small torch calls:
 //   forward:  normalisations; per entry the logits tau kh_j . wh_c, log-softmax, cross-entropy and delta; the
 //             contraction (inner_gradient_cpu.cpp); the projection P_c.
 //   backward: the projection's backward; the contractions' backward; per entry the second-order terms (the
@@ -94,7 +94,7 @@ void prepare_entries(Shape s, T tau, const T* keys, const T* values, const Works
       T& l = L[c * kChunk + jj];
       w.cosT[c * S + j0 + jj] = l;
       l *= tau;
-      m[jj] = std::max(m[jj], l);
+      m[jj] = l > m[jj] || l != l ? l : m[jj];  // a NaN logit makes the entry's softmax NaN (std::max skips it)
     }
   std::fill(sum, sum + nt, T(0));
   for (int64_t c = 0; c < C; ++c) {
@@ -173,7 +173,8 @@ void op_forward(Shape s, T gamma, Dropout drop, const OpFwdArgs& args, int num_t
 // ----------------------------------------------------------------------------------------------- backward
 
 // From the cotangent h = dgrad of grad = P_c U (g = grad, per query i and class c): dU_ic = P_c h_ic,
-// D_i = sum_c g_ic . h_ic + dL_i loss_i (DESIGN §4 step 2), and the projection's own share of dW (step 1),
+// D_i = sum_c g_ic . h_ic + dL_i loss_i (docs/design.md, "Backward", step 1), and the projection's own share of dW
+// (same step),
 // dW_c = -(sum_i (g_ic . h_ic) wh_c + b_ic g_ic + a_ic dU_ic) / max(||w_c||, eps) with b_ic = wh_c . h_ic.
 template <typename T>
 void project_bwd(Shape s, const Workspace<T>& w, const T* a, const T* g, const T* loss, const T* h, const T* dL,
@@ -212,8 +213,8 @@ void project_bwd(Shape s, const Workspace<T>& w, const T* a, const T* g, const T
   }
 }
 
-// Per-entry backward of entries [j0, j0 + nt) (DESIGN §4 step 3), given the contractions' ddelta (S x C, in
-// dv's storage: overwritten here by dvalues), dce and dkh (S x n, in dk's storage: finished here into dkeys):
+// Per-entry backward of entries [j0, j0 + nt) (docs/design.md, "Backward", step 3), given the contractions' ddelta
+// (S x C, in dv's storage: overwritten here by dvalues), dce and dkh (S x n, in dk's storage: finished here into dkeys):
 //   dp = tau sigma ddelta,  dl = p (dp - sum_c p dp) + dce (sigma p - v),  dv = tau (sum_c p ddelta - ddelta)
 //   - dce log p,  dkh_j += tau sum_c dl_jc wh_c;  returns sum_j dtau_j, dtau_j = sum_c (sigma p - v) ddelta +
 //   dl cos, and adds tau sum_j dl_jc kh_j to dW_part (C x n). Scratch dd, dlt (C x kChunk).

@@ -1,4 +1,4 @@
-// CUDA kernels of inner_gradient (DESIGN §4-5), float32 and float64, an implementation independent of the
+// CUDA kernels of inner_gradient (docs/design.md, "Kernel plan"), float32 and float64, an implementation independent of the
 // Triton one. Four kernels, each output element owned by exactly one thread that accumulates in a fixed
 // order, so reruns are bitwise equal (no atomics). Nothing of size B x S x C, S x C x n or B x S x n exists.
 //   lse_kernel        grid (B):              log-sum-exp of query i's scores; fixed-shape tree reduction
@@ -60,6 +60,9 @@ struct Inputs {
   }
 };
 
+// NaN propagates as in IEEE arithmetic: a NaN score makes the running maximum NaN (`s > m` alone would skip it),
+// the tree reduction keeps a NaN maximum from either half, and a NaN sum gives a NaN lse, not the -inf that
+// means "every entry dropped". Then every kept weight of that query is NaN.
 template <typename T>
 __global__ void lse_kernel(Inputs<T> in, T* lse) {
   __shared__ T m_sh[kThreads], l_sh[kThreads];
@@ -70,7 +73,7 @@ __global__ void lse_kernel(Inputs<T> in, T* lse) {
   for (int64_t j = t; j < in.S; j += kThreads) {
     if (!in.kept(i, j)) continue;
     const T s = in.score(i, j);
-    if (s > m) {
+    if (s > m || s != s) {
       l = l * ex(m - s) + T(1);
       m = s;
     } else {
@@ -83,7 +86,7 @@ __global__ void lse_kernel(Inputs<T> in, T* lse) {
   for (int half = kThreads / 2; half > 0; half /= 2) {
     if (t < half) {
       const T ma = m_sh[t], mb = m_sh[t + half];
-      const T mx = ma > mb ? ma : mb;
+      const T mx = ma > mb || ma != ma ? ma : mb;  // NaN if either is
       if (mx != ninf) {
         l_sh[t] = l_sh[t] * ex(ma - mx) + l_sh[t + half] * ex(mb - mx);
         m_sh[t] = mx;
@@ -91,7 +94,7 @@ __global__ void lse_kernel(Inputs<T> in, T* lse) {
     }
     __syncthreads();
   }
-  if (t == 0) lse[i] = l_sh[0] > 0 ? m_sh[0] + lg(l_sh[0]) : ninf;
+  if (t == 0) lse[i] = l_sh[0] == T(0) ? ninf : m_sh[0] + lg(l_sh[0]);
 }
 
 template <typename T>

@@ -90,7 +90,8 @@ def inner_gradient_torch(z, keys, values, weight, tau, *, gamma, entry_dropout=0
         args = (zh, kh[c], values[c], wh, tau, m, gamma, c.start, entry_dropout, seed)
         dU, dd, dl = checkpoint(_chunk_sums, *args, use_reentrant=False) if track else _chunk_sums(*args)
         U, denom, loss = U + dU, denom + dd, loss + dl
-    denom = torch.where(denom > 0, denom, torch.ones_like(denom))   # all entries dropped: grad = loss = 0
+    # All entries dropped: denom = 0, grad = loss = 0. A NaN denom (NaN input) must stay NaN, forward and backward.
+    denom = torch.where(denom == 0, torch.ones_like(denom), denom)
     U = U / denom[:, None, None]
     grad = (U - wh * (wh * U).sum(-1, keepdim=True)) / weight.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return grad, loss / denom
