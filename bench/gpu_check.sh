@@ -25,10 +25,11 @@ MN_CUDA_ARCHS=${MN_CUDA_ARCHS:-90} python3 -m pip install -q --no-build-isolatio
   | grep -v WARNING | tail -3
 python3 -c "import mn; print('backends on cuda:', mn.available_backends('cuda'))" 2>&1 | tee -a "$OUT/versions.txt"
 
-# Every Triton test runs on the GPU when there is one (fp64 equality, gradcheck, tolerances, races, S = 1e6);
+# Every fused-backend test runs on the GPU when there is one (fp64 equality, gradcheck, tolerances, races, S = 1e6);
 # one block-size config per kernel (MN_AUTOTUNE=0): tuning each test shape would cost more than the tests.
-MN_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-180}" python3 -m pytest tests/test_triton.py tests/test_kernels_inner_gradient.py \
-  tests/test_native.py tests/test_analysis_figures.py::test_figures_on_cuda_agree_with_cpu \
+MN_AUTOTUNE=0 timeout "${TEST_TIMEOUT:-180}" python3 -m pytest tests/test_fused.py tests/test_precision.py \
+  tests/test_triton.py tests/test_native.py tests/test_kernels_inner_gradient.py tests/test_autocast.py \
+  tests/test_analysis_figures.py::test_figures_on_cuda_agree_with_cpu \
   -q -rs --durations=10 2>&1 | tee "$OUT/gpu-tests.txt"
 
 # Per-kernel device time and compiled resources (registers, spills) of the Triton step, TF32 and bf16.
