@@ -58,13 +58,14 @@ def register_backend(backend: Backend, *, prefer_on: tuple[str, ...] = ()) -> No
             b for b in AUTO_ORDER.get(device_type, ("torch",)) if b != backend.name)
 
 
-def available_backends(device="cpu") -> dict[str, str | None]:
+def available_backends(device: str | torch.device = "cpu") -> dict[str, str | None]:
     """Every backend name -> None if it can run on `device`, else the reason why not."""
     device = torch.device(device)
     return {name: b.unavailable(device) for name, b in BACKENDS.items()}
 
 
-def resolve_backend(name: str, device="cpu", n: int | None = None, dtype: torch.dtype = torch.float32) -> str:
+def resolve_backend(name: str, device: str | torch.device = "cpu", n: int | None = None,
+                    dtype: torch.dtype = torch.float32) -> str:
     """The backend that `name` ("auto" or a backend name) runs on `device`, for inputs with n features of `dtype`
     when n is given; raises if it cannot. "auto" skips a backend that cannot take those features."""
     device = torch.device(device)

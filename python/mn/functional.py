@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from torch import Tensor
 
 from ._validate import check_dropout, check_inner_inputs, check_positive
 from .backends import BACKENDS, get_backend
@@ -33,7 +34,7 @@ def _as_tau(tau, like: torch.Tensor):
     return tau if isinstance(tau, torch.Tensor) else torch.tensor(float(tau), dtype=like.dtype, device=like.device)
 
 
-def draw_seed(entry_dropout: float, seed):
+def draw_seed(entry_dropout: float, seed: int | None) -> int:
     """With dropout and no seed, a fresh one from torch's default generator (so torch.manual_seed replays it)."""
     if entry_dropout > 0 and seed is None:
         return int(torch.randint(0, 2**62, ()).item())
@@ -41,7 +42,9 @@ def draw_seed(entry_dropout: float, seed):
 
 
 @_float32_under_autocast
-def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None, backend="auto"):
+def inner_gradient(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor | float, *, gamma: float,
+                   entry_dropout: float = 0.0, seed: int | None = None,
+                   backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Per-example gradient of the attention-weighted inner loss w.r.t. a cosine classifier's weight.
 
     For each query z_i: attention w_ij = softmax_j(gamma * cos(z_i, k_j)) over the S entries (each entry
@@ -81,8 +84,9 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
 
 
 @_float32_under_autocast
-def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
-                    backend="auto"):
+def adapted_weights(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor | float, alpha: Tensor, *,
+                    gamma: float, inner_steps: int = 1, entry_dropout: float = 0.0, seed: int | None = None,
+                    backend: str = "auto") -> Tensor:
     """Per-example fine-tuned classifier weights phi (B, C, n) (paper Eq. 8; Algorithm 1-2).
 
     phi_i = W - alpha * inner_gradient(...)_i, repeated `inner_steps` times with the same attention weights
@@ -100,8 +104,9 @@ def adapted_weights(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1
 
 
 @_float32_under_autocast
-def adapted_logits(z, keys, values, weight, tau, alpha, *, gamma, inner_steps=1, entry_dropout=0.0, seed=None,
-                   backend="auto"):
+def adapted_logits(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor | float, alpha: Tensor, *,
+                   gamma: float, inner_steps: int = 1, entry_dropout: float = 0.0, seed: int | None = None,
+                   backend: str = "auto") -> Tensor:
     """Logits of the per-example fine-tuned cosine classifier (paper Eq. 15): logits_ic = tau * cos(z_i, phi_i,c)
     with phi = `adapted_weights(...)` (same arguments; its docstring says where steps 2..T run), computed by
     `cosine_logits_after_step` from the last step's gradient without materialising phi. Returns (B, C)."""

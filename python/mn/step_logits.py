@@ -125,7 +125,8 @@ class _StepLogits(torch.autograd.Function):
         return dz, dphi, dgrad, dalpha, dtau
 
 
-def cosine_logits_after_step(z, phi, grad, alpha, tau) -> torch.Tensor:
+def cosine_logits_after_step(z: torch.Tensor, phi: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor,
+                             tau: torch.Tensor) -> torch.Tensor:
     """tau * cos(z_i, phi_c - alpha grad_ic) (B, C) without materialising the stepped weights (B, C, n).
 
     Exact algebra (the module docstring); in floating point it loses relative precision only when
