@@ -6,6 +6,8 @@ and a plain forward, a fused kernel and its reference) use a tolerance derived f
 differently, and how they round depends on the CPU (AVX-512 or AVX2 reduction widths). Bitwise equality is kept
 for determinism claims about one path only (reruns, thread counts, dropout replay).
 """
+import contextlib
+
 import torch
 
 
@@ -15,6 +17,17 @@ def reorder_tol(dtype: torch.dtype, ulps: int = 64) -> dict:
     entries of magnitude ~1."""
     eps = torch.finfo(dtype).eps
     return dict(rtol=ulps * eps, atol=ulps * eps)
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    """torch.set_float32_matmul_precision(precision) inside, the previous setting restored after."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 def make_inputs(B, S, C, n, *, dtype=torch.float64, seed=0, requires_grad=False, device="cpu"):

@@ -5,7 +5,7 @@ import torch
 
 import mn
 
-from helpers import make_inputs, reorder_tol
+from helpers import make_inputs, matmul_precision, reorder_tol
 
 BACKENDS = ["autograd", "torch", "native", "triton"]
 
@@ -44,12 +44,8 @@ def test_head_under_cpu_autocast_computes_in_float32(backend):
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_head_under_cuda_autocast_computes_in_float32(backend):
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
+    with matmul_precision("highest"):
         _check_against_float32(backend, "cuda")
-    finally:
-        torch.set_float32_matmul_precision(old)
 
 
 @pytest.mark.parametrize("op", ["triton_inner_gradient_fwd", "native_inner_gradient_fwd"])

@@ -22,7 +22,7 @@ from mn_kernels.dropout import keep_mask as torch_keep_mask  # noqa: E402
 from mn_kernels.inner_gradient import inner_gradient_bwd, inner_gradient_fwd  # noqa: E402
 from mn_kernels.tiles import keep_mask as tile_keep_mask  # noqa: E402
 
-from helpers import LOW_PRECISION, TF32, make_inputs, shape_id  # noqa: E402
+from helpers import LOW_PRECISION, TF32, make_inputs, matmul_precision, shape_id  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -134,12 +134,8 @@ LOW_CASES = [
 @pytest.mark.parametrize("dtype,precision,tol", LOW_CASES, ids=["fp32-ieee", "fp32-tf32", "bf16", "fp16"])
 @pytest.mark.parametrize("shape", [(5, 37, 7, 19), (20, 300, 9, 5)], ids=shape_id)
 def test_reduced_precision(shape, dtype, precision, tol):
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(precision)
-    try:
+    with matmul_precision(precision):
         out, ref, _, _ = run_both(*shape, dtype, p=0.5, seed=1)
-    finally:
-        torch.set_float32_matmul_precision(old)
     for name, o, r in zip(NAMES, out, ref):
         # The forward returns grad, inner_loss and `a` in the accumulation dtype (the backward needs them unrounded).
         assert o.dtype == (torch.float32 if name in ("grad", "inner_loss", "a") else dtype), name

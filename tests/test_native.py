@@ -8,7 +8,16 @@ import torch
 import mn
 from mn import native_ops
 
-from helpers import EXACT_FLOAT64, NAMES, cotangents, make_inputs, outputs_and_grads, scaled_error, shape_id
+from helpers import (
+    EXACT_FLOAT64,
+    NAMES,
+    cotangents,
+    make_inputs,
+    matmul_precision,
+    outputs_and_grads,
+    scaled_error,
+    shape_id,
+)
 
 pytestmark = pytest.mark.skipif(mn.available_backends("cpu")["native"] is not None,
                                 reason=f"native backend unavailable: {mn.available_backends('cpu')['native']}")
@@ -88,12 +97,8 @@ def test_gpu_native_agrees_with_triton():
     shape = (64, 3000, 37, 96)
     inputs = [t.requires_grad_() for t in make_inputs(*shape, dtype=torch.float32, seed=7, device="cuda")]
     cot = cotangents(shape[0], shape[2], shape[3], dtype=torch.float32, device="cuda")
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
+    with matmul_precision("highest"):
         kw = dict(gamma=5.0, entry_dropout=0.5, seed=11)
         native, triton = outputs_and_grads(inputs, "native", cot, **kw), outputs_and_grads(inputs, "triton", cot, **kw)
-    finally:
-        torch.set_float32_matmul_precision(old)
     for name, a, b in zip(NAMES, native, triton):
         assert scaled_error(a, b) < 1e-4, f"{name}: {scaled_error(a, b):.2e}"

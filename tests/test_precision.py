@@ -10,7 +10,7 @@ import torch
 
 import mn
 
-from helpers import LOW_PRECISION, TF32, cotangents, make_inputs, outputs_and_grads, scaled_error
+from helpers import LOW_PRECISION, TF32, cotangents, make_inputs, matmul_precision, outputs_and_grads, scaled_error
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = [b for b in ("native", "triton") if mn.available_backends(DEVICE)[b] is None]
@@ -35,15 +35,11 @@ def _max_error(backend, dtype, gamma, shape, **kw):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_error_against_float64_within_table(backend, dtype, gamma):
     shape = (8, 300, 10, 32) if DEVICE == "cuda" else (3, 40, 5, 16)
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
+    with matmul_precision("highest"):
         # No dropout: a query left with one dominant entry has dz ~ 0 exactly, and every closed-form backend
         # (`torch` too) then returns rounding of the D_i identity, unbounded relative to that zero.
         err = _max_error(backend, dtype, gamma, shape)
         literal = _max_error("autograd", dtype, gamma, shape) if dtype in LOW else float("inf")
-    finally:
-        torch.set_float32_matmul_precision(old)
     assert err < LOW_PRECISION[dtype][gamma], f"{err:.2e} >= {LOW_PRECISION[dtype][gamma]:.0e}"
     assert err <= literal, f"{backend} {err:.2e} worse than autograd computing in {dtype}: {literal:.2e}"
 
@@ -52,10 +48,6 @@ def test_error_against_float64_within_table(backend, dtype, gamma):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tf32_against_float64(backend):
     """float32 inputs with TF32 dots (matmul precision "high"), which only the GPU has."""
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high")
-    try:
+    with matmul_precision("high"):
         err = _max_error(backend, torch.float32, 5.0, (8, 300, 10, 32))
-    finally:
-        torch.set_float32_matmul_precision(old)
     assert err < TF32, f"{err:.2e} >= {TF32:.0e}"
