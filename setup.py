@@ -65,5 +65,6 @@ class CMakeBuild(build_ext):
 
 
 native = [] if _switch("MN_BUILD_NATIVE") == "0" else [CMakeExtension("mn._C")]
-setup(packages=find_packages("python", include=["mn", "mn.*"]) + ["mn_kernels"],
+packages = find_packages("python", include=["mn", "mn.*"]) + find_packages(".", include=["mn_kernels", "mn_kernels.*"])
+setup(packages=packages,
       ext_modules=native, cmdclass={"build_ext": CMakeBuild})

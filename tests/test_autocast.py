@@ -80,3 +80,20 @@ def test_adapted_logits_train_under_autocast(backend):
         loss.backward()
         assert logits.dtype == torch.float32
         assert all(torch.isfinite(t.grad).all() for t in (z, keys, values, weight, tau, alpha))
+
+
+@pytest.mark.parametrize("backend", ["triton", "native"])
+def test_backward_inside_autocast_uses_the_forwards_operands(backend):
+    """A forward on fp16 tensors outside autocast, its backward inside: the backward must not recast what the
+    forward kept (Triton's fp16 dot operands), or it rebuilds the attention from other keys than the forward's
+    normaliser saw; it gives the gradients of a backward outside autocast."""
+    if mn.available_backends("cpu")[backend] is not None:
+        pytest.skip(f"{backend}: {mn.available_backends('cpu')[backend]}")
+    grads = []
+    for inside in (False, True):
+        inputs = [t.half().requires_grad_() for t in make_inputs(3, 40, 5, 16, seed=5)]
+        grad, loss = mn.inner_gradient(*inputs, gamma=100.0, backend=backend)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=inside):
+            grads.append(torch.autograd.grad(grad.float().square().sum() + loss.float().sum(), inputs))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)   # one path: the backward ignores autocast

@@ -205,6 +205,18 @@ def test_csv_with_fewer_rows_than_folds_names_the_file(tmp_path, rows):
         prepare(load_dataset(f"csv:{path}"), fold=0, folds=5)
 
 
+def test_the_row_count_asked_for_is_enough(tmp_path):
+    """3 folds with a validation share: 2 rows are asked for the count that passes both checks (5), and 5 do."""
+    path = tmp_path / "two.csv"
+    path.write_text("a,y\n1,2\n3,4\n")
+    with pytest.raises(DataFormatError, match=r"two.csv: 2 row\(s\) is fewer than the 3 cross-validation folds; "
+                                              r"it needs at least 5 rows"):
+        prepare(load_dataset(f"csv:{path}"), fold=0, folds=3, val_fraction=0.1)
+    path.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(5)))
+    for fold in range(3):
+        prepare(load_dataset(f"csv:{path}"), fold=fold, folds=3, val_fraction=0.1)
+
+
 def test_csv_with_too_few_training_rows_per_fold_names_the_file(tmp_path):
     path = tmp_path / "three.csv"          # 3 folds of 1 row: 2 left for training, 1 of them for validation
     path.write_text("a,y\n1,2\n3,4\n5,6\n")

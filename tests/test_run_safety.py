@@ -122,3 +122,22 @@ def test_a_fresh_run_replaces_an_old_runs_metrics(tmp_path, reference):
     (tmp_path / "seed0" / "metrics.jsonl").write_text('{"event": "epoch", "epoch": 7}\n')
     _run(tmp_path)
     _assert_same_run(tmp_path / "seed0", ref_dir)
+
+
+def test_a_killed_fresh_run_does_not_inherit_an_older_runs_result(tmp_path, monkeypatch):
+    """An older finished run (same seed, fold, epochs, other learning rate) in the folder; a fresh run killed
+    right after its first last.pt, before its first metrics line: the resume logs the fresh run's result, not the
+    older one's."""
+    flags = dict(FLAGS, epochs=1, lr_milestones=[])
+    run = lambda out, **kw: train(make_config(flags=dict(flags, out_dir=str(out), **kw)), CPU,  # noqa: E731
+                                  log=lambda line: None)["runs"][0]
+    expected = run(tmp_path / "reference")
+    run(tmp_path / "x", lr=0.5)                                  # the older run
+    calls = _kill_after(monkeypatch, 2)                          # last.pt: fsync of its data, then its rename
+    with pytest.raises(Died):
+        run(tmp_path / "x")
+    monkeypatch.undo()
+    assert calls[0] == 2
+    assert run(tmp_path / "x", resume=True) == expected
+    _assert_consistent(tmp_path / "x" / "seed0")
+    _assert_same_run(tmp_path / "x" / "seed0", tmp_path / "reference" / "seed0")

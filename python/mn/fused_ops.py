@@ -15,7 +15,8 @@ A backend supplies three functions:
 Because the ops have fake kernels and a registered autograd, `torch.compile` keeps them in its graph as opaque
 calls. lse, a and the preparation are outputs kept for the backward only (non-differentiable, never
 zero-filled). The backward is first-order: differentiating it raises an error naming the backends that can.
-Under autocast both ops compute in float32 (float64 stays float64), like the functional layer.
+Under autocast the forward computes in float32 (float64 stays float64), like the functional layer; the backward
+runs outside autocast on exactly what the forward kept.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import torch
 from torch import Tensor
 
 from mn_kernels.dtypes import compute_dtype
+
+from .grad_mode import without_autocast
 
 
 def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_prepared: Callable) -> Callable:
@@ -49,8 +52,11 @@ def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_
     def bwd_op(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor,
                grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor, prepared: list[Tensor], gamma: float,
                entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma,
-                        entry_dropout, seed)
+        # Outside autocast, uncast: the backward must see the forward's own operands (a cast of the saved dot
+        # operands would rebuild the attention from other keys than the forward's lse normalised).
+        with without_autocast(z.device):
+            return backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma,
+                            entry_dropout, seed)
 
     @bwd_op.register_fake
     def _(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma, entry_dropout, seed):
@@ -79,9 +85,8 @@ def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_
 
     fwd_op.register_autograd(fwd_backward, setup_context=setup_context)
     bwd_op.register_autograd(bwd_backward, setup_context=lambda ctx, inputs, output: None)
-    for op in (fwd_op, bwd_op):
-        for device_type in ("cpu", "cuda"):
-            torch.library.register_autocast(op, device_type, torch.float32)
+    for device_type in ("cpu", "cuda"):
+        torch.library.register_autocast(fwd_op, device_type, torch.float32)
 
     def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
         grad, loss, *_ = fwd_op(z.contiguous(), keys.contiguous(), values.contiguous(), weight.contiguous(),

@@ -22,16 +22,11 @@ with autograd instead, from the saved inputs, so that gradients of gradients are
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from mn_kernels.rownorm import EPS, normalize_rows, normalize_rows_bwd
 
-
-def _without_autocast(device: torch.device):
-    """Autocast off on `device` (nothing to turn off where autocast does not exist, e.g. meta)."""
-    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else contextlib.nullcontext()
+from .grad_mode import without_autocast
 
 
 def _contractions(z, phi, grad, alpha):
@@ -61,7 +56,7 @@ class _StepLogits(torch.autograd.Function):
     def forward(ctx, z, phi, grad, alpha, tau):
         # In the inputs' dtype even under autocast, so that the backward's products meet the saved tensors'
         # dtypes (the fused ops before it are not autocast either).
-        with _without_autocast(z.device):
+        with without_autocast(z.device):
             return _StepLogits._forward(ctx, z, phi, grad, alpha, tau)
 
     @staticmethod
@@ -72,7 +67,7 @@ class _StepLogits(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, r):
-        with _without_autocast(r.device):
+        with without_autocast(r.device):
             r = r.to(ctx.saved_tensors[0].dtype)
             if torch.is_grad_enabled():     # create_graph: the backward itself is differentiated
                 return _StepLogits._backward_differentiable(ctx, r)

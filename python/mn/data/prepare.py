@@ -83,15 +83,18 @@ def _check_rows(data: TaskData, n: int, folds: int, val_fraction: float) -> None
     deviation) after its test rows and its validation share. (A `folds` below 2 is kfold_split's to refuse.)"""
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         return
+    def left(rows: int) -> int:      # training rows of the smallest fold, after its test rows and validation share
+        train = rows - math.ceil(rows / folds)
+        return train - (max(1, round(val_fraction * train)) if val_fraction > 0 else 0)
+
+    need = next(rows for rows in range(folds, folds + 10**6) if left(rows) >= 2)
     if n < folds:
         raise DataFormatError(f"{_where(data)}: {n} row(s) is fewer than the {folds} cross-validation folds; it "
-                              f"needs at least {max(folds, 2)} rows (or pass a smaller --folds, at least 2)")
-    train = n - math.ceil(n / folds)                               # the smallest training split of any fold
-    left = train - (max(1, round(val_fraction * train)) if val_fraction > 0 else 0)
-    if left < 2:
-        raise DataFormatError(f"{_where(data)}: {n} rows leave {max(left, 0)} training row(s) in a fold after its "
-                              f"test rows and the validation share ({val_fraction}); it needs at least 2: use "
-                              f"more rows, fewer --folds or a smaller --val-fraction")
+                              f"needs at least {need} rows (or pass a smaller --folds, at least 2)")
+    if left(n) < 2:
+        raise DataFormatError(f"{_where(data)}: {n} rows leave {max(left(n), 0)} training row(s) in a fold after "
+                              f"its test rows and the validation share ({val_fraction}); it needs at least 2, i.e. "
+                              f"{need} rows: use more rows, fewer --folds or a smaller --val-fraction")
 
 
 def kfold_split(n: int, fold: int, folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -202,8 +202,17 @@ class Run:
                 if r.get("event") == "epoch" and isinstance(r.get("epoch"), int) and r["epoch"] <= self.epoch:
                     by_epoch.setdefault(r["epoch"], r)
             self.history = [by_epoch[e] for e in sorted(by_epoch)]
-        results = [r for r in old if r.get("event") == "result" and r.get("epochs") == self.epoch]
-        results = results[:1] if self.finished() else []
+        # This run's result record: in a file whose epoch records are this run's (last.pt's history; a fresh run
+        # killed before its first line leaves an older run's file), after the final epoch's record, naming this
+        # seed, fold, epoch count and best epoch.
+        epochs = [r for r in old if r.get("event") == "epoch"]
+        ours = epochs == self.history if had_history else True
+        last_epoch = max((k for k, r in enumerate(old) if r.get("event") == "epoch" and r.get("epoch") == self.epoch),
+                         default=len(old))
+        mine = {"seed": self.seed, "fold": self.fold, "epochs": self.epoch, "best_epoch": self.best_epoch}
+        results = [r for r in old[last_epoch + 1:]
+                   if r.get("event") == "result" and all(r.get(k) == v for k, v in mine.items())]
+        results = results[:1] if self.finished() and ours else []
         self._result_logged = bool(results)
         write_lines(self.run_dir / "metrics.jsonl", [json.dumps(r) for r in self.history + results])
 
