@@ -8,8 +8,8 @@
 namespace mn::MN_ISA_NS {
 
 // exp(x[0..nt)) in place, vectorised; x has room for nt rounded up to a whole vector (the callers' row
-// strides are multiples of every width). glibc's exp is scalar and took about a tenth of the kernel time
-// at C = 10.
+// strides are multiples of every width). glibc's exp is scalar: at small C it was a visible share of the
+// kernel time (bench/results/cpu-native-notes.md).
 // Cephes' method: x = k ln2 + r with |r| <= ln2 / 2, exp(r) by a polynomial (float) or a Pade form (double),
 // times 2^k written into the exponent field. x below the log of the smallest normal number (-inf for a
 // dropped entry included) gives 0; NaN gives NaN (the polynomial carries it; only x < lo is masked to 0).

@@ -67,7 +67,7 @@ struct Inputs {
 
 // max(m, x[0..nt)), NaN if any of them is NaN (std::max skips a NaN x, and then a query with only NaN scores
 // would look like one with every entry dropped). In vectors, one select per lane: a scalar chain of NaN-aware
-// compare-and-selects through every element cost ~3% of the forward at (B, S, C, n) = (64, 2000, 20, 64).
+// compare-and-selects through every element slowed the forward measurably (bench/results/cpu-native-notes.md).
 template <typename T>
 T nan_max(T m, const T* x, int64_t nt) {
   using V = typename Vec<T>::type;
