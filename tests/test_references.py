@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import mn
-from mn.reference import inner_gradient_autograd, inner_gradient_torch
+from mn.reference import closed_form, inner_gradient_autograd, inner_gradient_torch
 
-from helpers import EXACT_FLOAT64, make_alpha, make_inputs, reorder_tol, shape_id
+from helpers import EXACT_FLOAT64, cotangents, make_alpha, make_inputs, outputs_and_grads, reorder_tol, shape_id
 
 ODD_SHAPES = [(1, 1, 2, 3), (1, 5, 2, 1), (3, 7, 2, 3), (4, 13, 5, 6), (2, 9, 3, 4)]
 MID_SHAPES = [(5, 37, 7, 19), (1, 23, 2, 3), (6, 50, 11, 8)]
@@ -95,21 +95,70 @@ def test_eval_modes_equal_grad_mode(backend, mode):
         torch.testing.assert_close(a, b.detach(), **reorder_tol(a.dtype))
 
 
-def test_torch_reference_runs_cifar100_config_without_materialising(monkeypatch):
-    """B=128, S=10000, C=100, n=256 forward + backward on CPU in float32; every chunk's largest intermediate
-    (chunk x C x n) stays within CHUNK_ELEMENTS, under a seventh of S x C x n (1 GiB in float32)."""
-    from mn.reference import closed_form
+@pytest.fixture
+def memory_budget():
+    """Sets the torch backend's memory budget for one test (restored after)."""
+    previous = []
+    yield lambda nbytes: previous.append(closed_form.set_memory_budget(nbytes))
+    if previous:
+        closed_form.set_memory_budget(previous[0])
+
+
+def test_torch_reference_runs_cifar100_config_within_its_budget(monkeypatch, memory_budget):
+    """B=128, S=10000, C=100, n=256 forward + backward on CPU in float32 under a 64 MiB budget: S x C x n (1 GiB)
+    does not fit, so every chunk's intermediate (chunk x C x n) stays within half the budget, and the chunks are
+    checkpointed (recomputed in the backward instead of kept)."""
+    memory_budget(64 << 20)
     B, S, C, n = 128, 10000, 100, 256
     z, keys, values, weight, tau = make_inputs(B, S, C, n, dtype=torch.float32, requires_grad=True)
-    chunk_elements = []
-    real_chunk_sums = closed_form._chunk_sums
+    chunk_elements, checkpointed = [], []
+    real_chunk_sums, real_checkpoint = closed_form._chunk_sums, closed_form.checkpoint
 
     def spy(zh, kh, *rest):
         chunk_elements.append(kh.shape[0] * C * n)
         return real_chunk_sums(zh, kh, *rest)
 
+    def spy_checkpoint(fn, *args, **kw):
+        checkpointed.append(True)
+        return real_checkpoint(fn, *args, **kw)
+
     monkeypatch.setattr(closed_form, "_chunk_sums", spy)
+    monkeypatch.setattr(closed_form, "checkpoint", spy_checkpoint)
     grad, loss = inner_gradient_torch(z, keys, values, weight, tau, gamma=5.0)
     (grad.square().sum() + loss.sum()).backward()
     assert grad.shape == (B, C, n) and torch.isfinite(grad).all() and torch.isfinite(keys.grad).all()
-    assert max(chunk_elements) <= closed_form.CHUNK_ELEMENTS and 7 * closed_form.CHUNK_ELEMENTS <= S * C * n
+    assert len(checkpointed) == len(chunk_elements) // 2 > 1      # each chunk runs twice: forward, recomputation
+    assert 4 * max(chunk_elements) <= 64 << 19
+
+
+def test_torch_reference_takes_the_dictionary_at_once_when_it_fits(monkeypatch, memory_budget):
+    """Within the budget the whole dictionary is one softmax and one GEMM with nothing recomputed (the plain closed
+    form); past it, chunks and checkpoints. Both agree with the literal reference."""
+    inputs = make_inputs(4, 30, 5, 6, requires_grad=True, seed=4)
+    calls = []
+    monkeypatch.setattr(closed_form, "checkpoint", lambda *a, **kw: calls.append(1) or a[0](*a[1:]))
+    ref = outputs_and_grads(inputs, "autograd", cotangents(4, 5, 6), gamma=3.0, entry_dropout=0.3, seed=1)
+    for budget, recomputed in ((1 << 30, False), (8 * 30 * 5 * 6 - 1, True)):
+        memory_budget(budget)
+        calls.clear()
+        got = outputs_and_grads(inputs, "torch", cotangents(4, 5, 6), gamma=3.0, entry_dropout=0.3, seed=1)
+        assert bool(calls) == recomputed
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(a, b, **EXACT_FLOAT64)
+
+
+def test_memory_budget_is_checked():
+    with pytest.raises(ValueError, match="nbytes must be a positive integer"):
+        mn.set_torch_memory_budget(0)
+
+
+@pytest.mark.parametrize("wanted", [(0, 1, 2), (0,), (1, 2), (2,)], ids=["all", "e", "delta-kh", "kh"])
+def test_closed_form_contraction_backward(wanted):
+    """The torch backend's one-GEMM contraction U = e @ (delta (x) kh) with its hand-written backward: gradcheck
+    for any subset of inputs, and gradgradcheck (its create_graph path)."""
+    g = torch.Generator().manual_seed(16)
+    inputs = [torch.rand(3, 7, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64),
+              torch.randn(7, 5, generator=g, dtype=torch.float64)]
+    inputs = [t.requires_grad_(k in wanted) for k, t in enumerate(inputs)]
+    assert torch.autograd.gradcheck(closed_form._Contraction.apply, inputs)
+    assert torch.autograd.gradgradcheck(closed_form._Contraction.apply, inputs)
