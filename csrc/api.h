@@ -1,7 +1,7 @@
 // The C++ surface of mn._C: plain pointers, sizes and a stream handle (no libtorch types, so one build works
 // with any torch). Python (mn/native_ops.py) validates dtype, device and contiguity before calling.
-// inner_gradient_{fwd,bwd}_{cpu,cuda} do the O(B S C n) contractions (docs/design.md, "Kernel plan") on operands that Python
-// prepared; on CPU, op_{fwd,bwd}_cpu run the whole op around them (normalisations, per-entry softmax and
+// inner_gradient_{fwd,bwd}_{cpu,cuda} do the O(B S C n) contractions (docs/design.md, "Kernel plan") on operands
+// that Python prepared; on CPU, op_{fwd,bwd}_cpu run the whole op around them (normalisations, per-entry softmax and
 // cross-entropy, projection, and their backward) in one call each.
 #pragma once
 #include <cstdint>
@@ -14,10 +14,13 @@ struct Shape {
   int64_t B, S, C, n;  // queries, dictionary entries, classes, features
 };
 
-// Entry dropout (docs/design.md, "Entry dropout"): entry j is dropped for query i iff (hash(seed_mix, i, j) >> 8) < threshold.
+// Entry dropout (docs/design.md, "Entry dropout"): entry j is dropped for query i iff
+// (hash(seed_mix, i, j) >> 8) < threshold. The seed's part of the hash is read from memory (the CPU's for the CPU
+// kernels, the GPU's for the CUDA ones), so that a step needs no host value and a CUDA graph replays with the
+// seed its tensor holds then.
 struct Dropout {
-  uint32_t seed_mix;   // seed * 0x9E3779B1 mod 2^32
-  uint32_t threshold;  // 0: no dropout
+  const int64_t* seed_mix;  // -> seed * 0x9E3779B1 mod 2^32; read only when threshold > 0
+  uint32_t threshold;       // 0: no dropout
 };
 
 // All arrays contiguous, row-major, in the compute dtype. zs = gamma * zh (B x n), kh (S x n), khT = kh^T
@@ -42,9 +45,10 @@ void inner_gradient_fwd_cpu(DType dtype, Shape shape, Dropout drop, const FwdArg
 void inner_gradient_bwd_cpu(DType dtype, Shape shape, Dropout drop, const BwdArgs& args, int num_threads);
 const char* cpu_isa();  // the instruction set the CPU kernels dispatch to on this machine
 
-// The whole op on CPU (docs/design.md, "Forward" and "Backward"), inputs and outputs in the compute dtype, contiguous. The forward leaves
-// what the backward needs in a workspace of op_workspace_size(shape) elements (hats, norms, per-entry terms,
-// the contraction's operands; layout in csrc/cpu/op_cpu.cpp), O(B n + S (C + n) + C n).
+// The whole op on CPU (docs/design.md, "Forward" and "Backward"), inputs and outputs in the compute dtype,
+// contiguous. The forward leaves what the backward needs in a workspace of op_workspace_size(shape) elements
+// (hats, norms, per-entry terms, the contraction's operands; layout in csrc/cpu/op_cpu.cpp),
+// O(B n + S (C + n) + C n).
 struct OpFwdArgs {
   const void *z, *keys, *values, *weight, *tau;  // (B x n), (S x n), (S x C), (C x n), scalar
   void *ws;                                      // out: the workspace

@@ -21,6 +21,12 @@ mn::DType parse_dtype(const std::string& dtype) {
 
 void* ptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
 
+// seed_mix: the address of the seed's part of the hash (an int64 in the kernels' memory), 0 without dropout.
+mn::Dropout dropout(uintptr_t seed_mix, uint32_t threshold) {
+  if (threshold != 0 && seed_mix == 0) throw std::invalid_argument("mn._C: entry dropout without a seed address");
+  return {reinterpret_cast<const int64_t*>(seed_mix), threshold};
+}
+
 void check_device(const std::string& device) {
   if (device == "cpu") return;
 #ifdef MN_WITH_CUDA
@@ -32,21 +38,22 @@ void check_device(const std::string& device) {
 }
 
 void fwd(const std::string& device, const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n,
-         uint32_t seed_mix, uint32_t threshold, uintptr_t zs, uintptr_t kh, uintptr_t khT, uintptr_t deltaT,
+         uintptr_t seed_mix, uint32_t threshold, uintptr_t zs, uintptr_t kh, uintptr_t khT, uintptr_t deltaT,
          uintptr_t ce, uintptr_t lse, uintptr_t U, uintptr_t loss, int num_threads, uintptr_t stream) {
   check_device(device);
   const mn::DType dt = parse_dtype(dtype);
   const mn::FwdArgs args{ptr(zs), ptr(kh), ptr(khT), ptr(deltaT), ptr(ce), ptr(lse), ptr(U), ptr(loss)};
   py::gil_scoped_release release;
 #ifdef MN_WITH_CUDA
-  if (device == "cuda") return mn::inner_gradient_fwd_cuda(dt, {B, S, C, n}, {seed_mix, threshold}, args, stream);
+  if (device == "cuda")
+    return mn::inner_gradient_fwd_cuda(dt, {B, S, C, n}, dropout(seed_mix, threshold), args, stream);
 #endif
   (void)stream;
-  mn::inner_gradient_fwd_cpu(dt, {B, S, C, n}, {seed_mix, threshold}, args, num_threads);
+  mn::inner_gradient_fwd_cpu(dt, {B, S, C, n}, dropout(seed_mix, threshold), args, num_threads);
 }
 
 void bwd(const std::string& device, const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n,
-         uint32_t seed_mix, uint32_t threshold, uintptr_t zs, uintptr_t kh, uintptr_t khT, uintptr_t deltaT,
+         uintptr_t seed_mix, uint32_t threshold, uintptr_t zs, uintptr_t kh, uintptr_t khT, uintptr_t deltaT,
          uintptr_t ce, uintptr_t lse, uintptr_t dU, uintptr_t dL, uintptr_t D, uintptr_t dzh, uintptr_t dkh,
          uintptr_t ddelta, uintptr_t dce, int num_threads, uintptr_t stream) {
   check_device(device);
@@ -55,10 +62,11 @@ void bwd(const std::string& device, const std::string& dtype, int64_t B, int64_t
                          ptr(dzh), ptr(dkh), ptr(ddelta), ptr(dce)};
   py::gil_scoped_release release;
 #ifdef MN_WITH_CUDA
-  if (device == "cuda") return mn::inner_gradient_bwd_cuda(dt, {B, S, C, n}, {seed_mix, threshold}, args, stream);
+  if (device == "cuda")
+    return mn::inner_gradient_bwd_cuda(dt, {B, S, C, n}, dropout(seed_mix, threshold), args, stream);
 #endif
   (void)stream;
-  mn::inner_gradient_bwd_cpu(dt, {B, S, C, n}, {seed_mix, threshold}, args, num_threads);
+  mn::inner_gradient_bwd_cpu(dt, {B, S, C, n}, dropout(seed_mix, threshold), args, num_threads);
 }
 
 void check_workspace(mn::Shape shape, int64_t ws_size) {
@@ -68,7 +76,7 @@ void check_workspace(mn::Shape shape, int64_t ws_size) {
                                 std::to_string(want));
 }
 
-void op_fwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, double gamma, uint32_t seed_mix,
+void op_fwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, double gamma, uintptr_t seed_mix,
             uint32_t threshold, int64_t ws_size, uintptr_t z, uintptr_t keys, uintptr_t values, uintptr_t weight,
             uintptr_t tau, uintptr_t ws, uintptr_t grad, uintptr_t loss, uintptr_t lse, uintptr_t a,
             int num_threads) {
@@ -77,10 +85,10 @@ void op_fwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n
   const mn::OpFwdArgs args{ptr(z), ptr(keys), ptr(values), ptr(weight), ptr(tau), ptr(ws), ptr(grad), ptr(loss),
                            ptr(lse), ptr(a)};
   py::gil_scoped_release release;
-  mn::op_fwd_cpu(dt, {B, S, C, n}, gamma, {seed_mix, threshold}, args, num_threads);
+  mn::op_fwd_cpu(dt, {B, S, C, n}, gamma, dropout(seed_mix, threshold), args, num_threads);
 }
 
-void op_bwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, double gamma, uint32_t seed_mix,
+void op_bwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, double gamma, uintptr_t seed_mix,
             uint32_t threshold, int64_t ws_size, uintptr_t values, uintptr_t tau, uintptr_t ws, uintptr_t lse,
             uintptr_t a, uintptr_t grad, uintptr_t loss, uintptr_t dgrad, uintptr_t dloss, uintptr_t dz,
             uintptr_t dkeys, uintptr_t dvalues, uintptr_t dweight, uintptr_t dtau, int num_threads) {
@@ -90,7 +98,7 @@ void op_bwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n
                            ptr(dgrad),  ptr(dloss), ptr(dz),      ptr(dkeys),   ptr(dvalues), ptr(dweight),
                            ptr(dtau)};
   py::gil_scoped_release release;
-  mn::op_bwd_cpu(dt, {B, S, C, n}, gamma, {seed_mix, threshold}, args, num_threads);
+  mn::op_bwd_cpu(dt, {B, S, C, n}, gamma, dropout(seed_mix, threshold), args, num_threads);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The entry-dropout hash of docs/design.md, "Entry dropout", shared by the CPU and CUDA kernels (uint32 wrap-around
-// arithmetic). Its constants mirror mn_kernels/dropout.py; the dropout cases of tests/test_fused.py check the two agree.
+// arithmetic). Its constants mirror mn_kernels/dropout.py; the dropout cases of tests/test_fused.py check the two
+// agree.
 #pragma once
 #include <cstdint>
 

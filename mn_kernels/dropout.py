@@ -24,20 +24,30 @@ def seed_mix(seed: int) -> int:
     return (int(seed) * SEED_MUL) & _M32
 
 
+def seed_mix_tensor(seed, device) -> torch.Tensor:
+    """The seed's part of the hash as a 0-d int64 tensor on `device`, the form every kernel reads (from memory, so
+    that a step needs no host value and a CUDA graph replays with the seed its tensor holds then). `seed`: a
+    Python int, or an integer tensor, whose value is taken modulo 2^31 (computed on its device, no host read)."""
+    if isinstance(seed, torch.Tensor):
+        return ((seed.to(device=device, dtype=torch.int64).reshape(()) & 0x7FFFFFFF) * SEED_MUL) & _M32
+    return torch.tensor(seed_mix(seed), dtype=torch.int64, device=device)
+
+
 def drop_threshold(p: float) -> int:
     """The integer t with `(x >> 8) < p * 2^24  iff  (x >> 8) < t` for every integer x >> 8: t = ceil(p * 2^24).
     Every backend compares against this integer."""
     return math.ceil(p * (1 << 24))
 
 
-def keep_mask(seed: int, rows: torch.Tensor, cols: torch.Tensor, p: float) -> torch.Tensor:
+def keep_mask(mix, rows: torch.Tensor, cols: torch.Tensor, p: float) -> torch.Tensor:
     """Boolean keep-mask of shape (len(rows), len(cols)); True where query rows[a] sees entry cols[b].
 
-    rows, cols: 1-d integer tensors of batch-row indices i and entry indices j.
+    mix: the seed's part of the hash, `seed_mix_tensor(...)` (or `seed_mix(...)`, an int); rows, cols: 1-d
+    integer tensors of batch-row indices i and entry indices j.
     """
     i = (rows.to(torch.int64) * ROW_MUL) & _M32
     j = (cols.to(torch.int64) * COL_MUL) & _M32
-    x = seed_mix(seed) ^ i[:, None] ^ j[None, :]
+    x = mix ^ i[:, None] ^ j[None, :]
     x = x ^ (x >> 16)
     x = (x * MIX1) & _M32
     x = x ^ (x >> 13)

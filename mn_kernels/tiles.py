@@ -13,16 +13,17 @@ MIX2 = tl.constexpr(dropout.MIX2)
 
 
 @triton.jit
-def keep_mask(q, e, B, S, seed_mix, drop_threshold, HAS_DROPOUT: tl.constexpr):
+def keep_mask(q, e, B, S, seed_ptr, drop_threshold, HAS_DROPOUT: tl.constexpr):
     """Keep mask of a tile: query q < B, entry e < S, and entry e not dropped for query q. ``q`` and ``e``
     are index tensors that broadcast to the tile (``rows[:, None], cols[None, :]`` for a query-major tile,
     ``rows[None, :], cols[:, None]`` for an entry-major one).
 
-    ``seed_mix = seed * SEED_MUL mod 2^32`` comes from the host as int32 bits; all hash arithmetic is uint32
-    (wrap-around multiply), exactly the hash of ``mn_kernels.dropout``."""
+    ``seed_ptr`` points at ``seed * SEED_MUL mod 2^32`` (an int64 the host computed on the device,
+    ``mn_kernels.dropout.seed_mix_tensor``): read from memory, so no host value enters the launch. All hash
+    arithmetic is uint32 (wrap-around multiply), exactly the hash of ``mn_kernels.dropout``."""
     keep = (q < B) & (e < S)
     if HAS_DROPOUT:
-        x = (seed_mix.to(tl.uint32, bitcast=True)
+        x = (tl.load(seed_ptr).to(tl.uint32)
              ^ (q.to(tl.uint32) * ROW_MUL)
              ^ (e.to(tl.uint32) * COL_MUL))
         x ^= x >> 16

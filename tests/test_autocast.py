@@ -58,7 +58,7 @@ def test_custom_ops_upcast_mixed_operands_under_autocast(op):
     z, keys, weight = torch.randn(3, 5, generator=g), torch.randn(7, 5, generator=g), torch.randn(4, 5, generator=g)
     values, tau = torch.softmax(torch.randn(7, 4, generator=g), 1), torch.tensor(3.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        grad, loss, *_ = getattr(torch.ops.mn, op)(z.bfloat16(), keys, values, weight, tau, 5.0, 0.0, 0)
+        grad, loss, *_ = getattr(torch.ops.mn, op)(z.bfloat16(), keys, values, weight, tau, 5.0, 0.0, None)
     expected, expected_loss = mn.inner_gradient(z.bfloat16().float(), keys, values, weight, tau, gamma=5.0,
                                                 backend="autograd")
     assert grad.dtype == loss.dtype == torch.float32

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import mn
-from mn_kernels.dropout import drop_threshold, keep_mask
+from mn_kernels.dropout import drop_threshold, keep_mask, seed_mix
 
 from helpers import make_inputs
 
@@ -29,7 +29,7 @@ def numpy_keep_mask(seed, B, S, p):
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_mask_matches_independent_hash(seed, p):
     B, S = 37, 501
-    got = keep_mask(seed, torch.arange(B), torch.arange(S), p).numpy()
+    got = keep_mask(seed_mix(seed), torch.arange(B), torch.arange(S), p).numpy()
     np.testing.assert_array_equal(got, numpy_keep_mask(seed, B, S, p))
     assert abs(1 - got.mean() - p) < 0.02            # the drop rate is p
 
@@ -43,8 +43,8 @@ def test_integer_threshold_is_designs_real_comparison(p):
 
 
 def test_mask_of_column_chunk_is_the_slice():
-    full = keep_mask(5, torch.arange(8), torch.arange(100), 0.5)
-    part = keep_mask(5, torch.arange(8), torch.arange(40, 73), 0.5)
+    full = keep_mask(seed_mix(5), torch.arange(8), torch.arange(100), 0.5)
+    part = keep_mask(seed_mix(5), torch.arange(8), torch.arange(40, 73), 0.5)
     assert torch.equal(full[:, 40:73], part)
 
 

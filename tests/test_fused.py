@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mn
+from mn_kernels.dropout import seed_mix_tensor
 
 from helpers import EXACT_FLOAT64, NAMES, cotangents, make_inputs, outputs_and_grads, shape_id
 
@@ -80,7 +81,7 @@ def test_module_function_and_functional_agree(backend):
     via_functional = mn.adapted_logits(z, head.keys, head.values, head.weight, head.tau, alpha, gamma=head.gamma,
                                        backend=backend)
     op = getattr(torch.ops.mn, f"{backend}_inner_gradient_fwd")
-    grad, *_ = op(z, head.keys, head.values, head.weight, head.tau, head.gamma, 0.0, 0)
+    grad, *_ = op(z, head.keys, head.values, head.weight, head.tau, head.gamma, 0.0, None)
     via_op = head.tau * torch.nn.functional.cosine_similarity(z[:, None], head.weight - alpha * grad, dim=-1)
     reference = mn.adapted_logits(z, head.keys, head.values, head.weight, head.tau, alpha, gamma=head.gamma,
                                   backend="autograd")
@@ -93,7 +94,8 @@ def test_custom_ops_pass_opcheck(backend):
     """Schema, fake kernels and autograd registration are consistent (torch.library.opcheck)."""
     z, keys, values, weight, tau = make_inputs(2, 9, 3, 4, requires_grad=True, device=DEVICE)
     op = getattr(torch.ops.mn, f"{backend}_inner_gradient_fwd")
-    torch.library.opcheck(op.default, (z, keys, values, weight, tau, 2.0, 0.5, 7),
+    seed = seed_mix_tensor(7, DEVICE)
+    torch.library.opcheck(op.default, (z, keys, values, weight, tau, 2.0, 0.5, seed),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 

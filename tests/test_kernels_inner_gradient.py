@@ -30,7 +30,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def keep_mask(B, S, p, seed):
     """The entry-dropout mask (True = kept); mn_kernels.dropout's, itself checked against numpy in
     tests/test_dropout.py."""
-    return torch_keep_mask(seed, torch.arange(B), torch.arange(S), p)
+    return torch_keep_mask(dropout.seed_mix(seed), torch.arange(B), torch.arange(S), p)
 
 
 def projection_coefficient(z, keys, values, weight, tau, gamma, keep):
@@ -49,16 +49,18 @@ def run_both(B, S, C, n, dtype, gamma=5.0, p=0.0, seed=0):
     inputs = [t.double() for t in make_inputs(B, S, C, n, dtype=dtype, seed=B + S + C + n)]
     ref_in = [t.clone().requires_grad_() for t in inputs]
     keep = keep_mask(B, S, p, seed)
-    grad_r, loss_r = inner_gradient_autograd(*ref_in, gamma=gamma, entry_dropout=p, seed=seed)
+    grad_r, loss_r = inner_gradient_autograd(*ref_in, gamma=gamma, entry_dropout=p,
+                                             seed=dropout.seed_mix_tensor(seed, "cpu"))
     gen = torch.Generator().manual_seed(1)
     dgrad = torch.randn(B, C, n, generator=gen).to(dtype).double()
     dloss = torch.randn(B, generator=gen).to(dtype).double()
     back_r = torch.autograd.grad((grad_r * dgrad).sum() + (loss_r * dloss).sum(), ref_in)
 
     dev_in = [t.to(DEVICE, dtype) for t in inputs]
-    grad, loss, lse, a, saved = inner_gradient_fwd(*dev_in, gamma, entry_dropout=p, seed=seed)
+    mix = dropout.seed_mix_tensor(seed, DEVICE)
+    grad, loss, lse, a, saved = inner_gradient_fwd(*dev_in, gamma, entry_dropout=p, seed=mix)
     back = inner_gradient_bwd(dgrad.to(DEVICE, dtype), dloss.to(DEVICE, dtype), *dev_in, grad, loss, lse, a, saved,
-                              gamma, entry_dropout=p, seed=seed)
+                              gamma, entry_dropout=p, seed=mix)
     out = [grad, loss, *back, a]
     ref = [grad_r, loss_r, *back_r, projection_coefficient(*inputs, gamma, keep)]
     return [o.detach().cpu() for o in out], [r.detach() for r in ref], lse.cpu(), keep
@@ -148,10 +150,10 @@ def test_reduced_precision(shape, dtype, precision, tol):
 # Entry-dropout hash
 # ----------------------------------------------------------------------------------------------------
 @triton.jit
-def _mask_probe(out_ptr, B, S, seed_mix, drop_threshold, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
+def _mask_probe(out_ptr, B, S, seed_ptr, drop_threshold, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
-    keep = tile_keep_mask(rows[:, None], cols[None, :], B, S, seed_mix, drop_threshold, True)
+    keep = tile_keep_mask(rows[:, None], cols[None, :], B, S, seed_ptr, drop_threshold, True)
     tl.store(out_ptr + rows[:, None] * S + cols[None, :], keep.to(tl.int8),
              mask=(rows[:, None] < B) & (cols[None, :] < S))
 
@@ -160,8 +162,7 @@ def _mask_probe(out_ptr, B, S, seed_mix, drop_threshold, BLOCK_B: tl.constexpr, 
 def test_hash_mask_matches_torch(p, seed):
     """The in-kernel mask function, bit for bit, against the int64 torch version of the hash."""
     B, S = 40, 70
-    mix, threshold = dropout.seed_mix(seed), dropout.drop_threshold(p)
-    mix = mix - 2**32 if mix >= 2**31 else mix                        # the kernels take its bits as an int32
+    mix, threshold = dropout.seed_mix_tensor(seed, DEVICE), dropout.drop_threshold(p)
     out = torch.empty(B, S, dtype=torch.int8, device=DEVICE)
     _mask_probe[(triton.cdiv(B, 16), triton.cdiv(S, 32))](out, B, S, mix, threshold, BLOCK_B=16, BLOCK_S=32)
     expected = keep_mask(B, S, p, seed)
@@ -182,7 +183,7 @@ def test_hash_mask_seen_by_forward():
     weight = torch.randn(C, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     tau = torch.tensor(2.0, dtype=torch.float64)
     args = [t.to(DEVICE) for t in (z, keys, values, weight, tau)]
-    _, loss, lse, *_ = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=seed)
+    _, loss, lse, *_ = inner_gradient_fwd(*args, gamma=3.0, entry_dropout=p, seed=dropout.seed_mix_tensor(seed, DEVICE))
     keep = keep_mask(B, S, p, seed).double()
     kh = F.normalize(keys, dim=1)
     ce = -(values * torch.log_softmax(tau * kh @ F.normalize(weight, dim=1).t(), 1)).sum(1)

@@ -19,7 +19,7 @@ from test_native_cuda_emulated import _run as run_kernels
 
 import mn
 from mn import native_ops
-from mn_kernels.dropout import keep_mask
+from mn_kernels.dropout import keep_mask, seed_mix
 
 from helpers import NAMES, cotangents, make_inputs, outputs_and_grads, reorder_tol, shape_id
 
@@ -92,7 +92,7 @@ def _expected_patterns(ref, shape, dropout, bad_queries=(), bad_key=None):
     if dropout == 0.0:
         return patterns
     B, S = shape[0], shape[1]
-    keep = keep_mask(KW["seed"], torch.arange(B), torch.arange(S), dropout)
+    keep = keep_mask(seed_mix(KW["seed"]), torch.arange(B), torch.arange(S), dropout)
     if bad_key is not None:
         bad_queries = keep[:, bad_key].nonzero().flatten().tolist()
     touched = keep[list(bad_queries)].any(0)

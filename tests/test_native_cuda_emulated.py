@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mn import native_ops
+from mn_kernels.dropout import seed_mix_tensor
 
 from helpers import shape_id
 
@@ -47,7 +48,8 @@ def _run(kernel, ops, B, S, C, n, dropout, seed):
     new = lambda *shape: torch.zeros(*shape, dtype=dtype)          # the backward accumulates into zeroed outputs
     fwd = dict(lse=new(B), U=new(B, C, n), loss=new(B))
     bwd = dict(dzh=new(B, n), dkh=new(S, n), ddelta=new(S, C), dce=new(S))
-    drop = native_ops._dropout_args(dropout, seed)
+    mix = seed_mix_tensor(seed, "cpu")                              # kept alive: the kernels read it
+    drop = native_ops._dropout_args(dropout, mix, torch.device("cpu"))
     ptr = lambda t: t.data_ptr()
     operands = [ops[k] for k in ("zs", "kh", "khT", "deltaT", "ce")]
     if kernel == "cpu":
@@ -58,7 +60,7 @@ def _run(kernel, ops, B, S, C, n, dropout, seed):
                                2, 0)
     else:
         f64 = int(dtype == torch.float64)
-        sizes = [ctypes.c_int64(v) for v in (B, S, C, n)] + [ctypes.c_uint32(v) for v in drop]
+        sizes = [ctypes.c_int64(v) for v in (B, S, C, n)] + [ctypes.c_void_p(drop[0]), ctypes.c_uint32(drop[1])]
         pointers = lambda ts: [ctypes.c_void_p(t.data_ptr()) for t in ts]
         kernel.emulated_fwd(f64, *sizes, *pointers(operands + list(fwd.values())))
         kernel.emulated_bwd(f64, *sizes, *pointers(operands + [fwd["lse"], ops["dU"], ops["dL"], ops["D"]]

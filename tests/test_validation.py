@@ -46,7 +46,9 @@ CASES = [
     _bad("gamma", -1.0, r"gamma must be a finite number > 0"),
     _bad("gamma", torch.tensor(5.0), r"gamma must be a Python number"),
     _bad("entry_dropout", 1.0, r"entry_dropout must be a number in \[0, 1\)"),
-    _bad("seed", -3, r"seed must be None or an integer"),
+    _bad("seed", -3, r"seed must be None, an integer in \[0, 2\*\*63\) or a one-integer tensor"),
+    _bad("seed", torch.tensor([1, 2]), r"seed as a tensor must hold one integer", entry_dropout=0.5),
+    _bad("seed", torch.tensor(1.5), r"seed as a tensor must hold one integer", entry_dropout=0.5),
     _bad("backend", "cuda", r"backend='cuda' is unknown. Available on cpu: auto, autograd, torch"),
 ]
 

@@ -1,5 +1,5 @@
-// CPU kernels of inner_gradient (docs/design.md, "Kernel plan"): the forward contraction with its log-sum-exp, and the fused
-// backward contractions. Compiled once per instruction set (MN_ISA_NS names the namespace, see
+// CPU kernels of inner_gradient (docs/design.md, "Kernel plan"): the forward contraction with its log-sum-exp, and
+// the fused backward contractions. Compiled once per instruction set (MN_ISA_NS names the namespace, see
 // CMakeLists.txt); dispatch.cpp picks the variant at run time, so distributed builds need no -march=native.
 //
 // Tiling: entries in tiles of kTile; queries in blocks sized so that the per-block scratch (a few
@@ -38,9 +38,10 @@ struct Inputs {
   void scores(int64_t i0, int64_t nq, int64_t j0, int64_t nt, T* s) const {
     gemm_set<T>(nq, nt, n, zs + i0 * n, n, 1, khT + j0, S, s, kTile);
     if (drop.threshold == 0) return;
+    const auto mix = static_cast<uint32_t>(*drop.seed_mix);
     for (int64_t q = 0; q < nq; ++q)
       for (int64_t jj = 0; jj < nt; ++jj)
-        if (!entry_kept(drop.seed_mix, drop.threshold, i0 + q, j0 + jj))
+        if (!entry_kept(mix, drop.threshold, i0 + q, j0 + jj))
           s[q * kTile + jj] = -std::numeric_limits<T>::infinity();
   }
 

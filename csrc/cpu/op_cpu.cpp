@@ -214,7 +214,8 @@ void project_bwd(Shape s, const Workspace<T>& w, const T* a, const T* g, const T
 }
 
 // Per-entry backward of entries [j0, j0 + nt) (docs/design.md, "Backward", step 3), given the contractions' ddelta
-// (S x C, in dv's storage: overwritten here by dvalues), dce and dkh (S x n, in dk's storage: finished here into dkeys):
+// (S x C, in dv's storage: overwritten here by dvalues), dce and dkh (S x n, in dk's storage: finished here into
+// dkeys):
 //   dp = tau sigma ddelta,  dl = p (dp - sum_c p dp) + dce (sigma p - v),  dv = tau (sum_c p ddelta - ddelta)
 //   - dce log p,  dkh_j += tau sum_c dl_jc wh_c;  returns sum_j dtau_j, dtau_j = sum_c (sigma p - v) ddelta +
 //   dl cos, and adds tau sum_j dl_jc kh_j to dW_part (C x n). Scratch dd, dlt (C x kChunk).

@@ -1,6 +1,6 @@
-// CUDA kernels of inner_gradient (docs/design.md, "Kernel plan"), float32 and float64, an implementation independent of the
-// Triton one. Four kernels, each output element owned by exactly one thread that accumulates in a fixed
-// order, so reruns are bitwise equal (no atomics). Nothing of size B x S x C, S x C x n or B x S x n exists.
+// CUDA kernels of inner_gradient (docs/design.md, "Kernel plan"), float32 and float64, an implementation
+// independent of the Triton one. Four kernels, each output element owned by exactly one thread that accumulates
+// in a fixed order, so reruns are bitwise equal (no atomics). Nothing of size B x S x C, S x C x n or B x S x n exists.
 //   lse_kernel        grid (B):              log-sum-exp of query i's scores; fixed-shape tree reduction
 //   fwd_kernel        grid (B/kQB, C n/kEB): U[i, c, k] and loss for kQB queries x kEB (c, k) elements;
 //                                            attention weights of each entry tile computed once into shared memory
@@ -46,7 +46,7 @@ struct Inputs {
   const T *zs, *kh, *khT, *deltaT, *ce;
 
   __device__ bool kept(int64_t i, int64_t j) const {
-    return drop.threshold == 0 || entry_kept(drop.seed_mix, drop.threshold, i, j);
+    return drop.threshold == 0 || entry_kept(static_cast<uint32_t>(*drop.seed_mix), drop.threshold, i, j);
   }
   __device__ T score(int64_t i, int64_t j) const {  // gamma zh_i . kh_j
     T s = 0;

@@ -8,11 +8,11 @@ from .configs import BWD_CONFIGS, BWD_NAMES, BWD_SMALL, autotune
 
 
 @autotune(BWD_NAMES, BWD_CONFIGS, BWD_SMALL)
-@triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
+@triton.jit(do_not_specialize=["B", "drop_threshold"])
 def bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr, hw_ptr, wh_ptr, w_rnorm_ptr,
                dL_ptr, D_ptr,
                dkh_ptr, dce_ptr, ddeltaT_ptr, dzh_part_ptr,
-               B, S, C, n, seed_mix, drop_threshold, s_bucket,
+               B, S, C, n, seed_ptr, drop_threshold, s_bucket,
                BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
     """The whole O(B S C n) backward for a contiguous group of entry tiles (grid: P programs, P <= number
@@ -51,7 +51,7 @@ def bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr
             lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
             dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
             D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)
-            keep = keep_mask(rows[None, :], cols[:, None], B, S, seed_mix, drop_threshold, HAS_DROPOUT)
+            keep = keep_mask(rows[None, :], cols[:, None], B, S, seed_ptr, drop_threshold, HAS_DROPOUT)
             sT = tl.dot(kh, tl.trans(zh), input_precision=PRECISION)               # (BLOCK_S, BLOCK_B)
             wT = tl.where(keep, tl.exp(sT - lse[None, :]), 0.0)                    # w_ij, entry-major
 

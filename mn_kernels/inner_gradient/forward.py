@@ -8,9 +8,9 @@ from .configs import FWD_CONFIGS, FWD_NAMES, FWD_SMALL, LSE_CONFIGS, LSE_NAMES, 
 
 
 @autotune(LSE_NAMES, LSE_CONFIGS, LSE_SMALL)
-@triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
+@triton.jit(do_not_specialize=["B", "drop_threshold"])
 def lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
-               B, S, C, n, seed_mix, drop_threshold, entries_per_split, s_bucket,
+               B, S, C, n, seed_ptr, drop_threshold, entries_per_split, s_bucket,
                BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
     """Partial (running max m, sum l) of the scores of one query block over one split of the entries.
@@ -32,7 +32,7 @@ def lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
     for j0 in range(start, end, BLOCK_S):
         cols = j0 + tl.arange(0, BLOCK_S)
         kh = key_tile(keys_ptr, k_rnorm_ptr, cols, k, end, n).to(zh.dtype)
-        keep = keep_mask(rows[:, None], cols[None, :], B, end, seed_mix, drop_threshold, HAS_DROPOUT)
+        keep = keep_mask(rows[:, None], cols[None, :], B, end, seed_ptr, drop_threshold, HAS_DROPOUT)
         s = tl.dot(zh, tl.trans(kh), input_precision=PRECISION)
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -44,10 +44,10 @@ def lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
 
 
 @autotune(FWD_NAMES, FWD_CONFIGS, FWD_SMALL)
-@triton.jit(do_not_specialize=["B", "seed_mix", "drop_threshold"])
+@triton.jit(do_not_specialize=["B", "drop_threshold"])
 def fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_ptr, w_rnorm_ptr,
                grad_ptr, loss_ptr, a_ptr,
-               B, S, C, n, seed_mix, drop_threshold, s_bucket,
+               B, S, C, n, seed_ptr, drop_threshold, s_bucket,
                BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
     """grad[i, c] = P_c sum_j w_ij delta_jc kh_j for a (query block, class block); loss from class block 0;
@@ -71,7 +71,7 @@ def fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_pt
     for j0 in range(0, S, BLOCK_S):
         cols = j0 + tl.arange(0, BLOCK_S)
         kh = key_tile(keys_ptr, k_rnorm_ptr, cols, k, S, n).to(zh.dtype)
-        keep = keep_mask(rows[:, None], cols[None, :], B, S, seed_mix, drop_threshold, HAS_DROPOUT)
+        keep = keep_mask(rows[:, None], cols[None, :], B, S, seed_ptr, drop_threshold, HAS_DROPOUT)
         w = attention(zh, kh, lse, keep, PRECISION)
         delta = tl.load(deltaT_ptr + cls[:, None].to(tl.int64) * S + cols[None, :],
                         mask=(cls[:, None] < C) & (cols[None, :] < S), other=0.0)

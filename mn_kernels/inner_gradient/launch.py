@@ -22,11 +22,6 @@ def multiprocessors(device: torch.device) -> int | None:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _int32_bits(x: int) -> int:
-    """An unsigned 32-bit integer as the int32 with the same bits (how the kernels take it)."""
-    return x - (1 << 32) if x >= (1 << 31) else x
-
-
 class Setup:
     """Per-call preparation shared by forward and backward: row norms, per-entry delta and ce, launch constants.
 
@@ -38,6 +33,7 @@ class Setup:
              "deltaT")
 
     def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None):
+        """seed: the seed's part of the dropout hash, a 0-d int64 tensor on z's device (None without dropout)."""
         for name, t in (("keys", keys), ("values", values), ("weight", weight), ("tau", tau)):
             if t.dtype != z.dtype or t.device != z.device:
                 raise ValueError(f"{name} must have z's dtype {z.dtype} and device {z.device}, "
@@ -72,7 +68,11 @@ class Setup:
             self._prepare(z, weight)
         self.block_n = max(16, triton.next_power_of_2(n))
         threshold = dropout.drop_threshold(entry_dropout)
-        self.consts = dict(seed_mix=_int32_bits(dropout.seed_mix(seed)), drop_threshold=threshold,
+        if threshold > 0 and (seed is None or seed.device != z.device or seed.dtype != torch.int64):
+            raise ValueError("entry dropout needs the seed's hash part as an int64 tensor on z's device "
+                             "(mn_kernels.dropout.seed_mix_tensor)")
+        # Without dropout the kernels never read the seed; any tensor fills the pointer argument.
+        self.consts = dict(seed_ptr=seed if threshold > 0 else self.keys, drop_threshold=threshold,
                            s_bucket=triton.next_power_of_2(S))
         self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=threshold > 0, PRECISION=dot_precision(z.dtype))
 
@@ -105,10 +105,11 @@ class Setup:
         return torch.logsumexp(m + l.log(), dim=0)  # l = 0 (all dropped) -> -inf, never NaN
 
 
-def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout: float = 0.0, seed: int = 0):
+def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout: float = 0.0, seed=None):
     """z (B,n), keys (S,n), values (S,C) row-probabilities, weight (C,n), tau 0-d tensor (same device).
 
-    Raw (un-normalised) inputs; all contiguous, same floating dtype and device.
+    Raw (un-normalised) inputs; all contiguous, same floating dtype and device. seed: with dropout, the seed's
+    part of the hash as a 0-d int64 tensor on the same device (``mn_kernels.dropout.seed_mix_tensor``).
     Returns, in the compute dtype (float32; float64 for float64 inputs), grad (B,C,n), inner_loss (B,), and
     what the backward needs besides them: lse (B,), the attention log-normaliser, a (B,C), a_ic = wh_c . U_ic,
     and the preparation (a list, ``Setup.SAVED``; the query operand in the dot dtype). grad and inner_loss stay
@@ -127,7 +128,7 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
 
 
 def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, saved, gamma: float,
-                       entry_dropout: float = 0.0, seed: int = 0):
+                       entry_dropout: float = 0.0, seed=None):
     """dgrad (B,C,n), dloss (B,) in the compute dtype; z..tau as in the forward; grad, inner_loss, lse, a, saved:
     the forward's outputs.
 

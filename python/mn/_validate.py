@@ -67,9 +67,13 @@ def check_dropout(entry_dropout, seed) -> None:
     if isinstance(entry_dropout, bool) or not isinstance(entry_dropout, numbers.Real) \
             or not 0.0 <= entry_dropout < 1.0:
         raise ValueError(f"entry_dropout must be a number in [0, 1), got {entry_dropout!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                             or not 0 <= seed < 2**63):
-        raise ValueError(f"seed must be None or an integer in [0, 2**63), got {seed!r}")
+    if isinstance(seed, torch.Tensor):
+        if seed.numel() != 1 or seed.is_floating_point() or seed.is_complex() or seed.dtype == torch.bool:
+            raise ValueError(f"seed as a tensor must hold one integer (its value is taken modulo 2**31), got "
+                             f"{seed.dtype} of shape {tuple(seed.shape)}")
+    elif seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                               or not 0 <= seed < 2**63):
+        raise ValueError(f"seed must be None, an integer in [0, 2**63) or a one-integer tensor, got {seed!r}")
 
 
 def check_inner_inputs(z, keys, values, weight, tau, gamma, *, alpha=None):

@@ -7,8 +7,10 @@ import torch
 from mn_kernels.dropout import keep_mask
 
 
-def entry_keep(B: int, cols: torch.Tensor, entry_dropout: float, seed: int | None, device) -> torch.Tensor | None:
-    """Keep-mask (B, len(cols)) for entries `cols`, or None without dropout."""
+def entry_keep(B: int, cols: torch.Tensor, entry_dropout: float, seed: torch.Tensor | None,
+               device) -> torch.Tensor | None:
+    """Keep-mask (B, len(cols)) for entries `cols`, or None without dropout. seed: the seed's part of the hash,
+    a 0-d int64 tensor (`mn_kernels.dropout.seed_mix_tensor`)."""
     if entry_dropout == 0.0:
         return None
     return keep_mask(seed, torch.arange(B, device=device), cols, entry_dropout)

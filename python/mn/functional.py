@@ -7,6 +7,8 @@ import functools
 import torch
 from torch import Tensor
 
+from mn_kernels import dropout
+
 from ._validate import check_dropout, check_inner_inputs, check_positive
 from .backends import BACKENDS, get_backend
 from .step_logits import cosine_logits_after_step
@@ -34,16 +36,21 @@ def _as_tau(tau, like: torch.Tensor):
     return tau if isinstance(tau, torch.Tensor) else torch.tensor(float(tau), dtype=like.dtype, device=like.device)
 
 
-def draw_seed(entry_dropout: float, seed: int | None) -> int:
-    """With dropout and no seed, a fresh one from torch's default generator (so torch.manual_seed replays it)."""
-    if entry_dropout > 0 and seed is None:
-        return int(torch.randint(0, 2**62, ()).item())
-    return 0 if seed is None else int(seed)
+def draw_seed(entry_dropout: float, seed, device) -> Tensor | None:
+    """The seed's part of the dropout hash as a 0-d int64 tensor on `device` (None without dropout), the form
+    the backends take. With no seed, a fresh one from torch's generator of `device`, drawn there: no host read,
+    so a step stays free of synchronisations and a CUDA graph replays with a new draw; torch.manual_seed
+    replays it."""
+    if entry_dropout == 0:
+        return None
+    if seed is None:
+        seed = torch.randint(0, 2**31, (), device=device)
+    return dropout.seed_mix_tensor(seed, device)
 
 
 @_float32_under_autocast
 def inner_gradient(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor | float, *, gamma: float,
-                   entry_dropout: float = 0.0, seed: int | None = None,
+                   entry_dropout: float = 0.0, seed: int | Tensor | None = None,
                    backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Per-example gradient of the attention-weighted inner loss w.r.t. a cosine classifier's weight.
 
@@ -53,6 +60,8 @@ def inner_gradient(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau:
 
     z (B, n), keys (S, n), values (S, C) probabilities, weight (C, n), tau: scalar tensor (or number).
     Returns grad (B, C, n) and inner_loss (B,), differentiable w.r.t. every tensor input.
+    seed: the dropout mask's seed, an int, or a one-integer tensor (modulo 2**31) for a seed that lives on the
+    device, as a CUDA graph needs; None draws one from torch's generator of z's device, on the device.
     backend: "auto", "torch", "autograd", or any registered (`mn.available_backends()`).
     Under torch.autocast the op computes in float32 (float64 operands stay float64): it is a softmax and a
     cross-entropy as much as a matmul. Outside autocast it computes in its operands' dtype.
@@ -62,7 +71,7 @@ def inner_gradient(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau:
     check_dropout(entry_dropout, seed)
     impl = get_backend(backend, z.device, z.shape[1], z.dtype)
     return impl.inner_gradient(z, keys, values, weight, tau, gamma=float(gamma),
-                               entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
+                               entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed, z.device))
 
 
 def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry_dropout, seed, backend):
@@ -74,7 +83,8 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
     check_positive("inner_steps", inner_steps, integer=True)
     first = get_backend(backend, z.device, z.shape[1], z.dtype)
     later = first if first.per_example else BACKENDS["torch"]
-    options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout), seed=draw_seed(entry_dropout, seed))
+    options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout),
+                   seed=draw_seed(entry_dropout, seed, z.device))
     phi = weight
     for step in range(inner_steps):
         grad, _ = (first if step == 0 else later).inner_gradient(z, keys, values, phi, tau, **options)
@@ -85,7 +95,7 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
 
 @_float32_under_autocast
 def adapted_weights(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor | float, alpha: Tensor, *,
-                    gamma: float, inner_steps: int = 1, entry_dropout: float = 0.0, seed: int | None = None,
+                    gamma: float, inner_steps: int = 1, entry_dropout: float = 0.0, seed: int | Tensor | None = None,
                     backend: str = "auto") -> Tensor:
     """Per-example fine-tuned classifier weights phi (B, C, n) (paper Eq. 8; Algorithm 1-2).
 
@@ -105,7 +115,7 @@ def adapted_weights(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau
 
 @_float32_under_autocast
 def adapted_logits(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor | float, alpha: Tensor, *,
-                   gamma: float, inner_steps: int = 1, entry_dropout: float = 0.0, seed: int | None = None,
+                   gamma: float, inner_steps: int = 1, entry_dropout: float = 0.0, seed: int | Tensor | None = None,
                    backend: str = "auto") -> Tensor:
     """Logits of the per-example fine-tuned cosine classifier (paper Eq. 15): logits_ic = tau * cos(z_i, phi_i,c)
     with phi = `adapted_weights(...)` (same arguments; its docstring says where steps 2..T run), computed by

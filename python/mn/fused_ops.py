@@ -4,7 +4,8 @@ autograd that joins them, and their autocast policy (docs/design.md, "Architectu
 
 A backend supplies three functions:
 
-    forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)
+    forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)       seed: with dropout, the seed's part of
+                                                                           the hash, a 0-d int64 tensor on z's device
         -> grad (B, C, n), inner_loss (B,), lse (B,), a (B, C), prepared (list of tensors), all in the compute
            dtype (mn_kernels.dtypes): the backward rebuilds D_i and the projection term from grad and inner_loss
     backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma, entry_dropout,
@@ -32,13 +33,13 @@ from .grad_mode import without_autocast
 
 def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_prepared: Callable) -> Callable:
     """Registers the op pair of `backend`; returns its entry point
-    `fn(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0) -> (grad (B, C, n), inner_loss (B,))`
+    `fn(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None) -> (grad (B, C, n), inner_loss (B,))`
     in z's dtype, differentiable through the hand-written backward."""
     fwd_name, bwd_name = f"mn::{backend}_inner_gradient_fwd", f"mn::{backend}_inner_gradient_bwd"
 
     @torch.library.custom_op(fwd_name, mutates_args=())
     def fwd_op(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
-               entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+               entry_dropout: float, seed: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
         return forward(z, keys, values, weight, tau, gamma, entry_dropout, seed)
 
     @fwd_op.register_fake
@@ -51,7 +52,7 @@ def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_
     @torch.library.custom_op(bwd_name, mutates_args=())
     def bwd_op(dgrad: Tensor, dloss: Tensor, z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor,
                grad: Tensor, inner_loss: Tensor, lse: Tensor, a: Tensor, prepared: list[Tensor], gamma: float,
-               entry_dropout: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+               entry_dropout: float, seed: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         # Outside autocast, uncast: the backward must see the forward's own operands (a cast of the saved dot
         # operands would rebuild the attention from other keys than the forward's lse normalised).
         with without_autocast(z.device):
@@ -63,18 +64,18 @@ def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_
         return tuple(torch.empty_like(t) for t in (z, keys, values, weight, tau))
 
     def setup_context(ctx, inputs, output):
-        z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, ctx.seed = inputs
+        z, keys, values, weight, tau, ctx.gamma, ctx.entry_dropout, seed = inputs
         grad, inner_loss, lse, a, prepared = output
         ctx.mark_non_differentiable(lse, a, *prepared)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared)
+        ctx.save_for_backward(z, keys, values, weight, tau, seed, grad, inner_loss, lse, a, *prepared)
 
     def fwd_backward(ctx, dgrad, dloss, *_):
-        z, keys, values, weight, tau, grad, inner_loss, lse, a, *prepared = ctx.saved_tensors
+        z, keys, values, weight, tau, seed, grad, inner_loss, lse, a, *prepared = ctx.saved_tensors
         dgrad = torch.zeros_like(grad) if dgrad is None else dgrad.contiguous()
         dloss = torch.zeros_like(inner_loss) if dloss is None else dloss.contiguous()
         grads = bwd_op(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, ctx.gamma,
-                       ctx.entry_dropout, ctx.seed)
+                       ctx.entry_dropout, seed)
         return *grads, None, None, None
 
     def bwd_backward(ctx, *grads):
@@ -88,9 +89,9 @@ def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_
     for device_type in ("cpu", "cuda"):
         torch.library.register_autocast(fwd_op, device_type, torch.float32)
 
-    def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=0):
+    def inner_gradient(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None):
         grad, loss, *_ = fwd_op(z.contiguous(), keys.contiguous(), values.contiguous(), weight.contiguous(),
-                                tau.reshape(()), float(gamma), float(entry_dropout), int(seed))
+                                tau.reshape(()), float(gamma), float(entry_dropout), seed)
         return grad.to(z.dtype), loss.to(z.dtype)
 
     inner_gradient.__name__ = inner_gradient.__qualname__ = f"inner_gradient_{backend}"

@@ -92,7 +92,7 @@ class MetaNeighborhoods(nn.Module):
         """Attention weights (B, S) of queries x over the entries (dropout applied in training)."""
         p = self.entry_dropout if self.training else 0.0
         entries = torch.arange(self.keys.shape[0], device=x.device)
-        keep = entry_keep(x.shape[0], entries, p, draw_seed(p, None), x.device)
+        keep = entry_keep(x.shape[0], entries, p, draw_seed(p, None, x.device), x.device)
         return attention_weights(similarity_scores(x, self.keys, self.similarity, self.gamma), keep)
 
     def _entry_loss(self, params, key, value):

@@ -65,9 +65,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _dropout_args(entry_dropout: float, seed: int) -> tuple[int, int]:
-    """The kernels' dropout arguments (csrc/api.h, Dropout): the seed's part of the hash and the threshold."""
-    return dropout.seed_mix(seed), dropout.drop_threshold(entry_dropout)
+def _dropout_args(entry_dropout: float, seed: Tensor | None, device: torch.device) -> tuple[int, int]:
+    """The kernels' dropout arguments (csrc/api.h, Dropout): the address of the seed's part of the hash (a 0-d
+    int64 tensor in the kernels' memory, read there: no host value) and the threshold."""
+    threshold = dropout.drop_threshold(entry_dropout)
+    if threshold == 0:
+        return 0, 0
+    if seed is None or seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != device:
+        raise ValueError(f"native kernel argument seed: entry dropout needs the seed's hash part as a one-element "
+                         f"int64 tensor on {device} (mn_kernels.dropout.seed_mix_tensor)")
+    return seed.data_ptr(), threshold
 
 
 def _kernel_args(named: dict[str, Tensor], dtype: torch.dtype, device: torch.device, shapes: dict) -> list[int]:
@@ -117,7 +124,7 @@ def _prepare(z, keys, values, weight, tau, gamma: float) -> _Prepared:
                      khT=kh.t().clone(memory_format=torch.contiguous_format), deltaT=deltaT, ce=ce)
 
 
-def _call_kernel(which: str, prep: _Prepared, entry_dropout: float, seed: int, **arrays):
+def _call_kernel(which: str, prep: _Prepared, entry_dropout: float, seed: Tensor | None, **arrays):
     """Runs mn._C's `inner_gradient_<which>` on the prepared operands and `arrays` (outputs written in place)."""
     (B, n), (C, S) = prep.zs.shape, prep.deltaT.shape
     ct, device = prep.zs.dtype, prep.zs.device
@@ -129,7 +136,7 @@ def _call_kernel(which: str, prep: _Prepared, entry_dropout: float, seed: int, *
     stream = torch.cuda.current_stream(device).cuda_stream if cuda else 0
     kernel = getattr(_extension(), f"inner_gradient_{which}")
     with torch.cuda.device(device) if cuda else contextlib.nullcontext():
-        kernel(device.type, _dtype_name(ct), B, S, C, n, *_dropout_args(entry_dropout, seed), *ptrs,
+        kernel(device.type, _dtype_name(ct), B, S, C, n, *_dropout_args(entry_dropout, seed, device), *ptrs,
                torch.get_num_threads(), stream)
 
 
@@ -138,7 +145,7 @@ def _workspace_size(B: int, S: int, C: int, n: int) -> int:
     return _extension().op_workspace_size(B, S, C, n)
 
 
-def _forward_cpu(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
+def _forward_cpu(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: Tensor | None):
     """The forward op on CPU: one call of mn._C's op_fwd. Outputs as native_inner_gradient_fwd's, with the
     workspace as the one prepared tensor."""
     ct = compute_dtype(z.dtype)
@@ -150,12 +157,12 @@ def _forward_cpu(z, keys, values, weight, tau, gamma: float, entry_dropout: floa
     shapes = dict(z=(B, n), keys=(S, n), values=(S, C), weight=(C, n), tau=(), ws=(ws.numel(),), grad=(B, C, n),
                   loss=(B,), lse=(B,), a=(B, C))
     ptrs = _kernel_args(arrays, ct, z.device, shapes)
-    _extension().op_fwd(_dtype_name(ct), B, S, C, n, gamma, *_dropout_args(entry_dropout, seed), ws.numel(),
+    _extension().op_fwd(_dtype_name(ct), B, S, C, n, gamma, *_dropout_args(entry_dropout, seed, z.device), ws.numel(),
                         *ptrs, torch.get_num_threads())
     return grad, loss, lse, a, [ws]
 
 
-def _forward_generic(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
+def _forward_generic(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: Tensor | None):
     """The forward op elsewhere (CUDA): torch around mn._C's contraction kernel."""
     prep = _prepare(z, keys, values, weight, tau, gamma)
     (B, n), C = prep.zs.shape, prep.wh.shape[0]
@@ -166,7 +173,7 @@ def _forward_generic(z, keys, values, weight, tau, gamma: float, entry_dropout: 
     return project(U, prep.wh, prep.w_rnorm, along=a), loss, lse, a, list(prep)
 
 
-def _forward(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: int):
+def _forward(z, keys, values, weight, tau, gamma: float, entry_dropout: float, seed: Tensor | None):
     """-> grad (B, C, n), inner_loss (B,), lse (B,), a (B, C) and the preparation (CPU: [workspace]; elsewhere:
     the fields of `_Prepared`), all in the compute dtype."""
     forward = _forward_cpu if z.device.type == "cpu" else _forward_generic
@@ -181,7 +188,7 @@ def _fake_prepared(z, keys, values, weight, tau, gamma, entry_dropout, seed):
 
 
 def _backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma: float,
-              entry_dropout: float, seed: int):
+              entry_dropout: float, seed: Tensor | None):
     """-> dz, dkeys, dvalues, dweight, dtau, each in its input's dtype."""
     backward = _backward_cpu if z.device.type == "cpu" else _backward_generic
     return backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma,
@@ -189,7 +196,7 @@ def _backward(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse,
 
 
 def _backward_cpu(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma: float,
-                  entry_dropout: float, seed: int):
+                  entry_dropout: float, seed: Tensor | None):
     """The backward op on CPU: one call of mn._C's op_bwd on the forward's workspace."""
     (ws,), ct = prepared, lse.dtype
     (B, n), (S, C) = z.shape, values.shape
@@ -202,13 +209,13 @@ def _backward_cpu(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, 
                   grad=(B, C, n), loss=(B,), dgrad=(B, C, n), dloss=(B,), dz=(B, n), dkeys=(S, n), dvalues=(S, C),
                   dweight=(C, n), dtau=tuple(tau.shape))
     ptrs = _kernel_args(arrays, ct, z.device, shapes)
-    _extension().op_bwd(_dtype_name(ct), B, S, C, n, gamma, *_dropout_args(entry_dropout, seed), ws.numel(),
+    _extension().op_bwd(_dtype_name(ct), B, S, C, n, gamma, *_dropout_args(entry_dropout, seed, z.device), ws.numel(),
                         *ptrs, torch.get_num_threads())
     return dz.to(z.dtype), dkeys.to(keys.dtype), dvalues.to(values.dtype), dweight.to(weight.dtype), dtau.to(tau.dtype)
 
 
 def _backward_generic(dgrad, dloss, z, keys, values, weight, tau, grad, inner_loss, lse, a, prepared, gamma: float,
-                      entry_dropout: float, seed: int):
+                      entry_dropout: float, seed: Tensor | None):
     """The backward op elsewhere (CUDA): torch around mn._C's backward contraction kernel."""
     prep = _Prepared(*prepared)
     (B, n), (C, S), ct = prep.zs.shape, prep.deltaT.shape, prep.zs.dtype
