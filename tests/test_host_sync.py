@@ -77,3 +77,32 @@ def test_a_drawn_seed_replays_under_manual_seed():
         torch.manual_seed(7)
         runs.append(mn.inner_gradient(*inputs, gamma=3.0, entry_dropout=0.5, backend="torch")[1])
     assert torch.equal(*runs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_cuda_graph_of_the_head_replays_the_eager_step(backend):
+    """The README's recipe: value checks off, torch.cuda.make_graphed_callables on the head. Without dropout a
+    replay equals the eager step (same kernels, same order); with dropout each replay draws a new seed."""
+    previous = mn.set_value_checks(False)
+    try:
+        torch.manual_seed(0)
+        head = mn.MetaNeighborhoodsHead(64, 10, num_entries=500, backend=backend).cuda()
+        z = torch.randn(32, 64, device="cuda", requires_grad=True)
+        y = torch.randint(0, 10, (32,), device="cuda")
+        eager = head(z)
+        eager_grads = torch.autograd.grad(F.cross_entropy(eager, y), [z, *head.parameters()])
+        graphed = torch.cuda.make_graphed_callables(head, (z,))
+        for _ in range(2):                                     # replays, not just the capture run
+            out = graphed(z)
+            grads = torch.autograd.grad(F.cross_entropy(out, y), [z, *head.parameters()])
+        torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-6)
+        for a, b in zip(grads, eager_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+        dropped = mn.MetaNeighborhoodsHead(64, 10, num_entries=500, backend=backend, entry_dropout=0.5).cuda()
+        graphed = torch.cuda.make_graphed_callables(dropped, (z,))
+        first, second = graphed(z).detach().clone(), graphed(z).detach().clone()
+        assert not torch.equal(first, second), "each replay draws its own dropout seed"
+    finally:
+        mn.set_value_checks(previous)
