@@ -13,4 +13,5 @@ Triton launchers, the native backend's host code and, where it fits, mn itself:
     projection.py     the cosine classifier's projection P_c and its backward's host part
 Triton-only:
     tiles.py          tile-level @triton.jit pieces the kernels share
+    launching.py      the autotuner, the feature limit, the operand dtype, the SM count the grids fill
 """

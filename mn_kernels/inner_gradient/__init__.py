@@ -70,7 +70,7 @@ Files: ``forward.py`` (lse and forward kernels), ``backward.py`` (backward kerne
 configurations, autotuning, the feature limit), ``launch.py`` (host: preparation, launches, the math around
 them from ``mn_kernels.{rownorm, entry_loss, projection}``).
 """
-from .configs import max_features
+from ..launching import max_features
 from .launch import inner_gradient_bwd, inner_gradient_fwd
 
 __all__ = ["inner_gradient_fwd", "inner_gradient_bwd", "max_features"]

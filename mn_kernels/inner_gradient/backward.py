@@ -3,8 +3,9 @@ mn_kernels/inner_gradient/__init__.py)."""
 import triton
 import triton.language as tl
 
+from ..launching import autotune
 from ..tiles import keep_mask, key_tile
-from .configs import BWD_CONFIGS, BWD_NAMES, BWD_SMALL, autotune
+from .configs import BWD_CONFIGS, BWD_NAMES, BWD_SMALL
 
 
 @autotune(BWD_NAMES, BWD_CONFIGS, BWD_SMALL)

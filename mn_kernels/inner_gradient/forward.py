@@ -3,8 +3,9 @@ projection epilogue (the math: mn_kernels/inner_gradient/__init__.py)."""
 import triton
 import triton.language as tl
 
+from ..launching import autotune
 from ..tiles import attention, class_rows, keep_mask, key_tile
-from .configs import FWD_CONFIGS, FWD_NAMES, FWD_SMALL, LSE_CONFIGS, LSE_NAMES, LSE_SMALL, autotune
+from .configs import FWD_CONFIGS, FWD_NAMES, FWD_SMALL, LSE_CONFIGS, LSE_NAMES, LSE_SMALL
 
 
 @autotune(LSE_NAMES, LSE_CONFIGS, LSE_SMALL)

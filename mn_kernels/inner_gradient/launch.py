@@ -6,20 +6,11 @@ import triton
 from .. import dropout
 from ..dtypes import compute_dtype, dot_precision
 from ..entry_loss import entry_loss, entry_loss_bwd
+from ..launching import max_features, multiprocessors, operand_dtype
 from ..projection import projection_bwd
 from ..rownorm import normalize_rows, normalize_rows_bwd, row_rnorm
 from .backward import bwd_kernel
-from .configs import INTERPRET, max_features
 from .forward import fwd_kernel, lse_kernel
-
-
-def multiprocessors(device: torch.device) -> int | None:
-    """The SM count that the launch grids fill: the GPU's, or None in the interpreter (CPU), where the
-    launchers use a few programs to exercise their multi-program paths. bench/step_memory.py replaces it to
-    size the grids of a GPU while counting the launchers' allocations on the CPU."""
-    if INTERPRET or device.type != "cuda":
-        return None
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 class Setup:
@@ -57,8 +48,7 @@ class Setup:
         self.keys = keys.contiguous()
         self.vT = values.to(ct).t()                                       # class-major view, as the kernels read
         # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
-        # The interpreter (triton 3.9) computes bfloat16 tl.dot wrongly, so there bf16 operands go as fp32.
-        self.op_dtype = torch.float32 if INTERPRET and z.dtype == torch.bfloat16 else z.dtype
+        self.op_dtype = operand_dtype(z.dtype)
         if saved is not None:
             if len(saved) != len(self.SAVED):
                 raise ValueError(f"expected the forward's {len(self.SAVED)} saved tensors, got {len(saved)}")
