@@ -40,8 +40,9 @@ def autotune(names, candidates, small, dtype_arg: str = "zh_ptr"):
     """``triton.autotune`` over ``candidates`` then ``small`` (tuples of the meta-parameters ``names``, then
     num_warps and num_stages), keyed by ``KEY``. float64 inputs (the dtype of the pointer argument
     ``dtype_arg``), whose tiles are twice the bytes, get ``small`` alone. With MN_AUTOTUNE=0 the first
-    candidate is the only one up to n = 256, ``small`` beyond it and for float64. The interpreter gets one small config (tuning there only costs time); ``gpu_configs`` on the
-    kernel keeps the GPU's list either way (bench/ tools compile and size grids from it)."""
+    candidate is the only one up to n = 256, ``small`` beyond it and for float64. The interpreter gets one
+    small config (tuning there only costs time); ``gpu_configs`` on the kernel keeps the GPU's list either way
+    (bench/ tools compile and size grids from it)."""
     def config(c):
         return triton.Config(dict(zip(names, c[:-2])), num_warps=c[-2], num_stages=c[-1])
 
