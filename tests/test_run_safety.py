@@ -127,17 +127,18 @@ def test_a_fresh_run_replaces_an_old_runs_metrics(tmp_path, reference):
 def test_a_killed_fresh_run_does_not_inherit_an_older_runs_result(tmp_path, monkeypatch):
     """An older finished run (same seed, fold, epochs, other learning rate) in the folder; a fresh run killed
     right after its first last.pt, before its first metrics line: the resume logs the fresh run's result, not the
-    older one's."""
+    older one's. (The command line refuses a fresh run into a folder holding one; train() itself does not.)"""
     flags = dict(FLAGS, epochs=1, lr_milestones=[])
     run = lambda out, **kw: train(make_config(flags=dict(flags, out_dir=str(out), **kw)), CPU,  # noqa: E731
                                   log=lambda line: None)["runs"][0]
     expected = run(tmp_path / "reference")
     run(tmp_path / "x", lr=0.5)                                  # the older run
-    calls = _kill_after(monkeypatch, 2)                          # last.pt: fsync of its data, then its rename
+    calls = _kill_after(monkeypatch, 5)      # config.json: fsync, rename, fsync of the folder; last.pt: fsync, rename
     with pytest.raises(Died):
         run(tmp_path / "x")
     monkeypatch.undo()
-    assert calls[0] == 2
+    assert calls[0] == 5
+    assert load_checkpoint(tmp_path / "x" / "seed0" / "last.pt")[0]["lr"] != 0.5, "killed after the fresh last.pt"
     assert run(tmp_path / "x", resume=True) == expected
     _assert_consistent(tmp_path / "x" / "seed0")
     _assert_same_run(tmp_path / "x" / "seed0", tmp_path / "reference" / "seed0")

@@ -1,11 +1,15 @@
-"""The `mn` command: `mn demo`, `mn train`, `mn eval`, `mn analyze` (also `python -m mn ...`).
+"""The `mn` command: `mn demo`, `mn train`, `mn eval`, `mn plot`, `mn analyze` (also `python -m mn ...`).
 
   mn demo                      vanilla vs Meta-Neighborhoods on digits and the spirals toy, a results table
   mn train --dataset digits --method mn --seeds 0 1 2 --out-dir runs/digits-mn
-  mn train --config my.toml --epochs 5          (flags override the file; the file overrides data-set defaults)
+  mn train --dataset digits                     (no --out-dir: a new folder runs/digits-mn-<YYYYmmdd-HHMMSS>)
+  mn train --config runs/digits-mn/config.json --epochs 5   (flags override the file, the file the data set's defaults)
+  mn train --dataset digits --dry-run           (print the resolved configuration as JSON; nothing is read or written)
+  mn train --out-dir runs/digits-mn --resume    (continue the run there; --overwrite replaces it instead)
   torchrun --nproc_per_node 2 -m mn train ...   (DistributedDataParallel; gloo on CPU, NCCL on GPU)
   mn eval runs/digits-mn/seed0/best.pt          (Algorithm 2 on the saved model)
   mn eval runs/mine/seed0/fold0/best.pt --dataset csv:mine.csv   (paths only from the command line)
+  mn plot runs/digits-mn runs/digits-vanilla --out curves.png    (training curves from metrics.jsonl)
   mn analyze all --out-dir analysis             (the paper's figures on shipped data; see mn analyze -h)
   mn analyze cosine --checkpoint runs/digits-mn/seed0/best.pt --out-dir analysis
 """
@@ -16,11 +20,80 @@ import dataclasses
 import json
 import sys
 import typing
+from pathlib import Path
 
-from .training.config import TrainConfig
+from .data import DATASETS
+from .training.config import ALL_BACKBONES, CLASSIFIERS, INNER_LRS, METHODS, OPTIMIZERS, SIMILARITIES, TrainConfig
+
+
+def package_version() -> str:
+    """The installed distribution's version (importlib.metadata); in a source checkout that is not installed,
+    the version in the checkout's pyproject.toml; else '0+unknown'."""
+    from importlib import metadata
+    try:
+        return metadata.version("mn")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        import re
+        text = pyproject.read_text(encoding="utf-8")
+        if re.search(r'^name\s*=\s*"mn"', text, re.M):
+            found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
+            if found:
+                return found.group(1)
+    except OSError:
+        pass
+    return "0+unknown"
+
+
+__version__ = package_version()
 
 # Flags that are not plain "--name VALUE" settings.
 _SPECIAL = {"resume", "progress", "seeds", "lr_milestones"}
+
+
+def _choices(values) -> str:
+    return ", ".join(values)
+
+
+# What each setting of `mn train` does (its default is appended).
+TRAIN_HELP = {
+    "dataset": f"data set: {_choices(DATASETS)}, or csv:<path> (a numeric CSV, target in the last column)",
+    "data_dir": "where the data set's files are (default: $MN_DATA or ./data; nothing is downloaded)",
+    "method": f"{_choices(METHODS)}: the output layer alone, or Meta-Neighborhoods",
+    "backbone": f"feature extractor: {_choices(ALL_BACKBONES)} (mlp, linear: tabular sets)",
+    "classifier": f"output layer of --method vanilla: {_choices(CLASSIFIERS)}",
+    "optimizer": _choices(OPTIMIZERS),
+    "lr": "learning rate (0.1 with --optimizer sgd when not given)",
+    "weight_decay": "weight decay as torch.optim.AdamW / SGD take it (AdamW: decoupled, w -= lr * wd * w), on the "
+                    "backbone only: not on the dictionary, classifier, tau, inner rate",
+    "momentum": "SGD momentum",
+    "epochs": "epochs per run",
+    "lr_decay": "factor applied to the learning rate at each --lr-milestones epoch",
+    "batch_size": "global batch size (split over processes under torchrun)",
+    "grad_clip": "clip each gradient element to [-X, X]; none: no clipping",
+    "num_entries": "dictionary size S",
+    "gamma": "attention temperature",
+    "inner_steps": "inner gradient steps per example (paper: 1 or 3)",
+    "inner_lr": f"inner learning rate: {_choices(INNER_LRS)} (one per feature)",
+    "inner_lr_init": "initial inner learning rate alpha",
+    "entry_dropout": "share of the dictionary each training example does not see, in [0, 1)",
+    "aux_weight": "weight of the auxiliary un-adapted head's loss (Eq. 14; image classification)",
+    "similarity": f"attention of the tabular layer: {_choices(SIMILARITIES)}",
+    "val_fraction": "share of the training data held out for validation (best model, early stopping)",
+    "folds": "cross-validation folds of data sets without a test split",
+    "fold": "run this cross-validation fold only (default: all)",
+    "split_seed": "seed of the train / validation / test split (the same for every --seeds)",
+    "patience": "stop after this many epochs without a lower validation loss; none: never",
+    "max_steps_per_epoch": "cap on the steps of an epoch (smoke tests)",
+    "eval_batch_size": "batch size of validation and test",
+    "device": "auto, cpu, cuda, cuda:1, ... (auto: the GPU if there is one)",
+    "out_dir": "run folder (default: a new runs/<dataset>-<method>-<YYYYmmdd-HHMMSS>)",
+}
+_METAVARS = {"dataset": "NAME", "method": "{" + ",".join(METHODS) + "}", "backbone": "NAME",
+             "classifier": "{" + ",".join(CLASSIFIERS) + "}", "optimizer": "{" + ",".join(OPTIMIZERS) + "}",
+             "inner_lr": "{" + ",".join(INNER_LRS) + "}", "similarity": "{" + ",".join(SIMILARITIES) + "}"}
 
 
 def _optional(kind):
@@ -32,7 +105,8 @@ def _optional(kind):
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="JSON or TOML file of settings (the names below, with underscores)")
+    parser.add_argument("--config", help="JSON or TOML file of settings (the names below, with underscores), "
+                                         "e.g. a run's config.json")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in _SPECIAL:
@@ -41,34 +115,58 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         kind = int if "int" in hint else float if "float" in hint else str
         parse = _optional(kind) if "None" in hint and kind is not str else kind
         default = f.default if f.default is not dataclasses.MISSING else None
+        default_text = "the data set's" if default is None else repr(default)
+        if f.name == "out_dir":
+            default_text = None
+        help_text = TRAIN_HELP[f.name] + ("" if default_text is None else f" (default: {default_text})")
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=None,
-                            help="default: the data set's" if default is None else f"default: {default!r}")
+                            metavar=_METAVARS.get(f.name), help=help_text)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed (default: 0)")
     parser.add_argument("--lr-milestones", dest="lr_milestones", type=int, nargs="*", default=None,
-                        help="epochs at which the learning rate is multiplied by --lr-decay")
+                        help="epochs at which the learning rate is multiplied by --lr-decay (default: the data set's)")
     parser.add_argument("--resume", action="store_true", default=None,
-                        help="continue from OUT_DIR/seed*/[fold*/]last.pt where present")
+                        help="continue the run in --out-dir (its config.json; each seed*/[fold*/]last.pt where present)"
+                             "; flags that change the model or data are refused, a new --lr / --epochs / ... applies "
+                             "from the next epoch")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="reuse an --out-dir that holds a run: its run files are deleted first")
+    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
+                        help="print the resolved configuration (what config.json would hold) as one JSON object "
+                             "and exit; no data is read, nothing is written")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                        help="no progress bars")
+                        help="no progress bars (they show only when stdout and stderr are terminals)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mn {__version__}",
+                        help="print the version of mn and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="vanilla vs Meta-Neighborhoods on shipped data (digits, spirals)")
     demo.add_argument("--fast", action="store_true", help="a few steps only (CI smoke run)")
-    demo.add_argument("--seed", type=int, default=0)
-    train = sub.add_parser("train", help="train any data set / method; metrics as JSON lines")
+    demo.add_argument("--seed", type=int, default=0, help="seed of every model (default: 0)")
+    train = sub.add_parser("train", help="train any data set / method into a run folder; results as JSON lines",
+                           description="Trains every seed (and fold) into a run folder: config.json, then "
+                                       "seed*/[fold*/]metrics.jsonl, last.pt, best.pt. stdout: one JSON line per run "
+                                       "and a summary; stderr: the run folder, one line per epoch, the summary.")
     _add_train_flags(train)
     ev = sub.add_parser("eval", help="evaluate a checkpoint (Algorithm 2: adapt per example, then predict)")
-    ev.add_argument("checkpoint")
-    ev.add_argument("--split", choices=("test", "val"), default="test")
+    ev.add_argument("checkpoint", help="a checkpoint of mn train (RUN_DIR/seed*/[fold*/]best.pt or last.pt)")
+    ev.add_argument("--split", choices=("test", "val"), default="test",
+                    help="the split of the checkpoint's data to evaluate on (default: test)")
     ev.add_argument("--data-dir", default=None,
                     help="where the data set's files are (default: $MN_DATA or ./data; never the checkpoint's)")
     ev.add_argument("--dataset", default=None,
                     help="csv:<path>: the CSV of a model trained on one (a checkpoint's stored path is not opened)")
     ev.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
+    plot = sub.add_parser("plot", help="training curves (loss, validation metric per epoch) of runs, as a PNG",
+                          description="Draws train / validation loss and the validation metric per epoch from the "
+                                      "metrics.jsonl of one or more run folders of mn train (a folder with several "
+                                      "seeds or folds: their mean, with a min-max band).")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                      help="a run folder of mn train (or one of its seed*/ or fold*/ folders)")
+    plot.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
     _add_analyze(sub)
     return parser
 
@@ -85,22 +183,25 @@ def _add_analyze(sub) -> None:
         p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
         if checkpoint:
             p.add_argument("--checkpoint", required=True, help="a checkpoint of `mn train` (e.g. .../best.pt)")
-            p.add_argument("--data-dir", default=None)
+            p.add_argument("--data-dir", default=None,
+                           help="where the data set's files are (default: $MN_DATA or ./data)")
         return p
 
     p = add("toy", "Fig. 1: learnable neighbours on the two spirals (trains; PNG, GIF, JSON)")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-entries", type=int, default=64)
-    p.add_argument("--gamma", type=float, default=10.0)
+    p.add_argument("--epochs", type=int, default=60, help="training epochs (default: 60)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model (default: 0)")
+    p.add_argument("--num-entries", type=int, default=64, help="dictionary size S (default: 64)")
+    p.add_argument("--gamma", type=float, default=10.0, help="attention temperature (default: 10)")
     p = add("cosine", "Fig. 3: cos(z, w_y) before vs after the inner step", checkpoint=True)
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="the split to plot (default: test)")
     p = add("ablation", "Fig. 4: test metric over a grid of S and gamma (trains one model per cell and seed)")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--entries", type=int, nargs="+", default=list(ablation.DEFAULT_ENTRIES))
-    p.add_argument("--gammas", type=float, nargs="+", default=list(ablation.DEFAULT_GAMMAS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--dataset", default="digits", help="data set, as mn train --dataset (default: digits)")
+    p.add_argument("--data-dir", default=None, help="where the data set's files are (default: $MN_DATA or ./data)")
+    p.add_argument("--entries", type=int, nargs="+", default=list(ablation.DEFAULT_ENTRIES),
+                   help=f"dictionary sizes S of the grid (default: {' '.join(map(str, ablation.DEFAULT_ENTRIES))})")
+    p.add_argument("--gammas", type=float, nargs="+", default=list(ablation.DEFAULT_GAMMAS),
+                   help=f"temperatures of the grid (default: {' '.join(f'{g:g}' for g in ablation.DEFAULT_GAMMAS)})")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per cell (default: 0 1)")
     p.add_argument("--epochs", type=int, default=None, help="default: the data set's")
     p = add("entries", "Fig. 5: nearest test samples of dictionary entries, with the entries' classes",
             checkpoint=True)
@@ -112,7 +213,7 @@ def _add_analyze(sub) -> None:
     p.add_argument("--baseline", required=True, help="checkpoint of the vanilla model trained on the same data")
     p.add_argument("-k", type=int, default=10, help="neighbours of the kNN classifier (default: 10)")
     p = add("all", "every figure on shipped data, training the ~30 small models they need (10-25 min on 2 CPU cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every model (default: 0)")
     p.add_argument("--fast", action="store_true", help="tiny training runs: a smoke test, not a result")
 
 
@@ -149,23 +250,93 @@ def _analyze(args) -> None:
     print(json.dumps({"analysis": args.what, "out_dir": out, **headline}))
 
 
-def _train(args) -> int:
-    from .training import make_config, read_config_file, train
-    from .training.distributed import setup, teardown
+def _say(text: str) -> None:
+    print(f"mn train: {text}", file=sys.stderr)
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config") and v is not None}
-    cfg = make_config(read_config_file(args.config) if args.config else None, flags)
+
+def _shared(ctx, value):
+    """`value` of the main process, in every process (under torchrun: a broadcast)."""
+    if ctx.world == 1:
+        return value
+    import torch.distributed as dist
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _train(args) -> int:
+    from .training import ConfigError, make_config, read_config_file, rundir, train
+    from .training.console import Console
+    from .training.distributed import setup, teardown
+    from .training.run import summary_line
+
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("command", "config", "overwrite", "dry_run") and v is not None}
+    out_dir = flags.get("out_dir")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out-dir and --overwrite deletes it: pass one of them")
+    file_values = read_config_file(args.config) if args.config else {}
+    stored = None
+    if args.resume:
+        if out_dir is None:
+            raise ConfigError("--resume needs --out-dir: the run folder to continue")
+        stored = rundir.stored_config(out_dir)
+        if stored is None:
+            raise ConfigError(f"--resume: {out_dir} holds no run to resume (no config.json, no "
+                              f"seed*/[fold*/]last.pt); drop --resume to start a new run there")
+        file_values = {**rundir.resume_values(stored[0]), **file_values}    # the run's settings, then the file's
+    elif args.overwrite and out_dir is None:
+        raise ConfigError("--overwrite needs --out-dir: the run folder to replace")
+    cfg = make_config(file_values, flags)
+    applied = rundir.check_resume(stored[0], cfg, stored[1]) if stored else []
+    if stored is None and out_dir is not None and not args.overwrite:
+        held = rundir.run_files(out_dir)
+        if held:
+            shown = ", ".join(str(p.relative_to(out_dir)) for p in held[:3]) + (", ..." if len(held) > 3 else "")
+            raise ConfigError(f"{out_dir} already holds a run ({shown}): pass --resume to continue it, --overwrite "
+                              f"to replace it, or another --out-dir")
+    if args.dry_run:
+        print(json.dumps(rundir.config_record(cfg)))
+        _say(f"dry run: would write to {out_dir or 'a new folder runs/<dataset>-<method>-<YYYYmmdd-HHMMSS>'}; "
+             f"no data read, nothing written")
+        return 0
     ctx = setup(cfg.device)
     try:
-        result = train(cfg, ctx)
+        if cfg.out_dir is None:
+            cfg.out_dir = str(_shared(ctx, str(rundir.default_out_dir(cfg)) if ctx.main else None))
+        if ctx.world > 1:
+            import torch.distributed as dist
+            dist.barrier()             # every process has checked the folder before the main one writes to it
+        if ctx.main and args.overwrite:
+            gone = rundir.clear_run(cfg.out_dir)
+            if gone:
+                _say(f"--overwrite: deleted the {len(gone)} run files in {cfg.out_dir}")
+
+        def started():
+            if stored:
+                _say(f"resuming the run in {cfg.out_dir}")
+                if applied:
+                    _say(f"changed settings, applied from the next epoch: {rundir.describe(applied)}")
+            else:
+                _say(f"run folder {cfg.out_dir} (config.json; seed*/[fold*/]metrics.jsonl, last.pt, best.pt)")
+
+        console = Console((lambda text: print(text, file=sys.stderr)) if ctx.main else None)
+        result = train(cfg, ctx, console=console, log=lambda line: print(line, flush=True), on_start=started)
     finally:
         teardown()
     if ctx.main:
-        s = result["summary"]
-        print(json.dumps({"event": "summary", **s}))
-        print(f"{s['dataset']} {s['method']}: {s['metric']} {s['mean']:.4f} ± {s['std']:.4f} "
-              f"over seeds {s['seeds']}", file=sys.stderr)
+        print(json.dumps({"event": "summary", **result["summary"]}))
+        print(summary_line(result["summary"]), file=sys.stderr)
+        _say(f"files in {cfg.out_dir}; curves: mn plot {cfg.out_dir}")
     return 0
+
+
+def _plot(args) -> None:
+    from .analysis.plotting import require_matplotlib
+    from .plot import plot_curves
+    require_matplotlib()
+    record = plot_curves(args.run_dirs, args.out)
+    print(json.dumps({"plot": record["out"], "runs": record["runs"]}))
 
 
 def main(argv=None) -> int:
@@ -173,6 +344,7 @@ def main(argv=None) -> int:
     from .analysis.plotting import MissingPlotting
     from .analysis.trained import AnalysisError
     from .data import DataFormatError
+    from .plot import PlotError
     from .training import CheckpointError, ConfigError
     try:
         if args.command == "demo":
@@ -182,12 +354,14 @@ def main(argv=None) -> int:
             return _train(args)
         elif args.command == "analyze":
             _analyze(args)
+        elif args.command == "plot":
+            _plot(args)
         else:
             from .training import evaluate_checkpoint
             print(json.dumps(evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir,
                                                  device=args.device, dataset=args.dataset)))
     except (ConfigError, CheckpointError, DataFormatError, FileNotFoundError, MissingPlotting,
-            AnalysisError) as e:
+            AnalysisError, PlotError) as e:
         print(f"mn {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

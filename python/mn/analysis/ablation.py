@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..training import make_config, train
+from ..training.run import mean_std
 from .plotting import new_figure, require_matplotlib, save_json, save_png
 from .trained import AnalysisError
 
@@ -39,11 +40,13 @@ def sweep(out_dir, *, dataset: str = "digits", entries=DEFAULT_ENTRIES, gammas=D
             metric = record["metric"] = result["summary"]["metric"]
             record["epochs"] = cfg.epochs
             values = [statistics.fmean(r[metric] for r in result["runs"] if r["seed"] == s) for s in cfg.seeds]
+            # over seeds (the summary's std also spans the folds of cross-validated sets)
+            mean, std = mean_std(values)
             record["cells"].append({"num_entries": int(S), "gamma": float(gamma), "values": values,
-                                    "mean": result["summary"]["mean"], "std": result["summary"]["std"]})
+                                    "mean": mean, "std": std})
             save_json(record, out_dir / "ablation.json")
-            log(f"  S = {S}, gamma = {gamma:g}: {metric} {result['summary']['mean']:.4f} ± "
-                f"{result['summary']['std']:.4f} ({len(record['cells'])}/{len(entries) * len(gammas)})")
+            log(f"  S = {S}, gamma = {gamma:g}: {metric} {mean:.4f} ± {std:.4f} "
+                f"({len(record['cells'])}/{len(entries) * len(gammas)})")
     _plot(record, out_dir / "ablation.png")
     return record
 
@@ -57,7 +60,10 @@ def _plot(record: dict, path: Path) -> None:
             row = sorted((c for c in cells if c[line_key] == line), key=lambda c: c[x_key])
             ax.errorbar([c[x_key] for c in row], [c["mean"] for c in row], yerr=[c["std"] for c in row],
                         marker="o", capsize=3, label=f"{'S' if line_key == 'num_entries' else 'γ'} = {line:g}")
+        ticks = sorted({c[x_key] for c in cells})
         ax.set(xscale="log", xlabel=x_label, ylabel=record["metric"].replace("_", " "))
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     fig.suptitle(f"{record['dataset']}: mean ± std over seeds {record['seeds']}", fontsize=10)
     save_png(fig, path)

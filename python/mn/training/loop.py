@@ -10,6 +10,7 @@ a process's share, so with dropout on, DDP draws other, equally random masks tha
 """
 from __future__ import annotations
 
+import collections
 import json
 import time
 from pathlib import Path
@@ -30,9 +31,11 @@ from .checkpoint import (
     write_lines,
 )
 from .config import TrainConfig, config_to_dict
+from .console import Console
 from .distributed import Context, unwrap, wrap
 from .methods import build_model, per_example_loss
 from .optim import build_optimizer, build_scheduler, clip_gradients
+from .rundir import check_resume
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -115,17 +118,12 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def _progress(iterable, *, enabled: bool, desc: str, total: int):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
-
-
 class Run:
     """One training run (one seed, one fold) of `cfg` on `data`, in context `ctx`.
 
     run_dir: where last.pt, best.pt and metrics.jsonl go (None: nothing written, nothing resumed).
+    console: what the run shows while it trains (console.Console: epoch lines, bars; None: bars only, on a
+    terminal with cfg.progress). Only the main process shows anything.
 
     Surviving a kill at any moment: each epoch writes last.pt first -- the commit point, holding the whole state
     including the best model and every epoch's metrics record -- then best.pt (when the epoch is the best), then
@@ -135,8 +133,9 @@ class Run:
     """
 
     def __init__(self, cfg: TrainConfig, data: Prepared, ctx: Context, *, seed: int, fold: int | None = None,
-                 run_dir: Path | None = None):
+                 run_dir: Path | None = None, console: Console | None = None):
         self.cfg, self.data, self.ctx, self.seed, self.fold = cfg, data, ctx, seed, fold
+        self.console = console if console is not None else Console()
         self.run_dir = None if run_dir is None else Path(run_dir)
         torch.manual_seed(seed)                                  # initial weights and dictionary
         self.model = build_model(cfg, data).to(ctx.device)
@@ -161,10 +160,13 @@ class Run:
                 "history": self.history}
 
     def _resume(self, path: Path) -> None:
-        """Continue from last.pt: checked first (complete, this seed and fold, finite weights) so a bad file
-        is a one-line CheckpointError; then best.pt and metrics.jsonl are brought in line with it."""
-        _, state = load_checkpoint(path, map_location=self.ctx.device)
+        """Continue from last.pt: checked first (complete, this seed and fold, finite weights, the same model and
+        data settings) so a bad file or a mismatched flag is a one-line error; changed optimiser and schedule
+        settings are applied from the next epoch (`_apply_changes`); then best.pt and metrics.jsonl are brought
+        in line with it."""
+        stored, state = load_checkpoint(path, map_location=self.ctx.device)
         require_entries(path, state, RUN_KEYS)
+        changes = {k for k, _, _ in check_resume(stored, self.cfg, path)}
         fold = -1 if self.fold is None else self.fold
         if state["seed"] != self.seed or state["fold"] != fold:
             raise CheckpointError(f"{path} is a checkpoint of seed {state['seed']}, fold {state['fold']}, "
@@ -179,6 +181,7 @@ class Run:
             raise CheckpointError(f"{path}: its state does not fit the model and optimiser of this configuration "
                                   f"({type(e).__name__}: {e})") from e
         self.epoch, self.bad_epochs, self.best_epoch = state["epoch"], state["bad_epochs"], state["best_epoch"]
+        self._apply_changes(changes)
         self.best_val_loss = state["best_val_loss"]
         self.best = state["best_metrics"] or None
         self.best_state = state["best_model"]
@@ -186,6 +189,29 @@ class Run:
         self._fresh_log = False
         if self.ctx.main:
             self._recover(state, had_history="history" in state)
+
+    def _apply_changes(self, changed: set[str]) -> None:
+        """Puts the settings of self.cfg that differ from the checkpoint's into the loaded optimiser and schedule:
+        the learning rate as the schedule gives it at this epoch (cfg.lr decayed by cfg.lr_decay once per
+        milestone passed), weight decay (on the decayed group), momentum. The rest (epochs, patience,
+        grad_clip, steps per epoch) is read from cfg as training goes. Nothing is touched without a change, so
+        a plain resume continues bit for bit."""
+        cfg = self.cfg
+        if changed & {"lr", "lr_milestones", "lr_decay"}:
+            sched = self.scheduler
+            sched.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+            sched.milestones = collections.Counter(cfg.lr_milestones)
+            sched.gamma = cfg.lr_decay
+            lr = cfg.lr * cfg.lr_decay ** sum(1 for m in cfg.lr_milestones if m <= sched.last_epoch)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"], group["lr"] = cfg.lr, lr
+            sched._last_lr = [lr] * len(self.optimizer.param_groups)
+        if changed & {"weight_decay", "momentum"}:
+            fresh = build_optimizer(cfg, self.ddp).param_groups           # the groups as cfg makes them
+            for group, new in zip(self.optimizer.param_groups, fresh):
+                for key in ("weight_decay", "momentum"):
+                    if key in group:
+                        group[key] = new[key]
 
     def _recover(self, state: dict, *, had_history: bool) -> None:
         """Makes best.pt and metrics.jsonl agree with last.pt (`state`), whatever moment a kill struck:
@@ -256,8 +282,8 @@ class Run:
             batches = batches[:cfg.max_steps_per_epoch]
         self.ddp.train()
         total, count = 0.0, 0
-        bar = _progress(batches, enabled=cfg.progress and ctx.main, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                        total=len(batches))
+        bar = self.console.bar(batches, desc=f"seed {self.seed} epoch {self.epoch + 1}/{cfg.epochs}",
+                               total=len(batches), enabled=cfg.progress and ctx.main)
         for batch in bar:
             # Every process prepares (augments) the whole global batch, so the generator stays in step with a
             # one-process run, then keeps its share.
@@ -272,6 +298,7 @@ class Run:
             self.optimizer.step()
             total += losses.detach().sum().item()
             count += len(y)
+            bar.set_postfix_str(f"loss {total / count:.4f}", refresh=False)      # the epoch's running mean
         self.scheduler.step()
         return total / max(count, 1)
 
@@ -280,12 +307,14 @@ class Run:
         model (by validation; the last model where there is no validation split) on the test split.
         on_epoch(run): called after each epoch's validation and checkpoint (e.g. to record the dictionary)."""
         cfg, task = self.cfg, self.data.data.task
+        if self.ctx.main:
+            self.console.start_run()
         while not self.finished():
             start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]            # the rate this epoch trains with
             train_loss = self.train_epoch()
             self.epoch += 1
-            record = {"event": "epoch", "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                      "train_loss": train_loss}
+            record = {"event": "epoch", "epoch": self.epoch, "lr": lr, "train_loss": train_loss}
             if self.data.val is not None:
                 val = evaluate(self.model, self.data, self.data.val, batch_size=cfg.eval_batch_size,
                                device=self.ctx.device)
@@ -303,6 +332,8 @@ class Run:
             self.history.append(self._line(record))
             self._save()                        # last.pt (with the record), best.pt, then the metrics line
             self._log(self.history[-1])
+            if self.ctx.main:
+                self.console.epoch(self, record)
             if on_epoch is not None:
                 on_epoch(self)
         return self.finish()

@@ -9,9 +9,11 @@ from pathlib import Path
 from ..data import load_dataset, prepare
 from .checkpoint import CheckpointError, load_checkpoint, require_entries, require_finite_weights
 from .config import ConfigError, TrainConfig, check_config
+from .console import Console, number
 from .distributed import Context, resolve_device, setup
 from .loop import Run, evaluate
 from .methods import build_model
+from .rundir import write_config
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -25,34 +27,70 @@ def _folds(cfg: TrainConfig, has_test: bool) -> list[int | None]:
     return [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
 
 
-def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print) -> dict:
+def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print, console: Console | None = None,
+          on_start=None) -> dict:
     """Runs every (seed, fold); returns {"runs": [result, ...], "summary": {...}}.
 
-    Classification: test accuracy mean ± std over seeds. Regression (k-fold CV): per seed the mean test MSE
-    over folds (mean ± std over folds, as Table 2), then mean ± std of those over seeds.
+    With cfg.out_dir the main process writes OUT_DIR/config.json once the data is loaded and split (so a data
+    error leaves no run behind; rundir.py), then each run's files. on_start(): called after that (main process).
+    log(line): each run's result as a JSON line. console: epoch lines and bars (console.Console; None: bars
+    only, on a terminal).
+
+    Summary: mean ± sample std of the test metric over every (seed, fold) run (`n` of them, `over` says which):
+    test accuracy over seeds (classification), test MSE over folds and seeds (regression, k-fold CV as in
+    Table 2). Regression adds `cv_per_seed` (mean ± std over the folds of each seed) and `std_over_seeds`, the
+    spread of the per-seed means.
     """
     ctx = ctx or setup(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir)
     metric = "test_accuracy" if data.task == "classification" else "test_mse"
-    runs = []
+    folds = _folds(cfg, data.test is not None)
+    if console is None:
+        console = Console()
+    console.runs_left = len(cfg.seeds) * len(folds)
+    runs, started = [], False
     for seed in cfg.seeds:
-        for fold in _folds(cfg, data.test is not None):
+        for fold in folds:
             prepared = prepare(data, val_fraction=cfg.val_fraction, fold=fold, folds=cfg.folds,
                                split_seed=cfg.split_seed)
+            if not started and ctx.main:
+                if cfg.out_dir is not None:
+                    write_config(cfg.out_dir, cfg)
+                if on_start is not None:
+                    on_start()
+            started = True
             run_dir = None
             if cfg.out_dir is not None:
                 run_dir = Path(cfg.out_dir) / f"seed{seed}" / ("" if fold is None else f"fold{fold}")
-            result = Run(cfg, prepared, ctx, seed=seed, fold=fold, run_dir=run_dir).fit()
+            result = Run(cfg, prepared, ctx, seed=seed, fold=fold, run_dir=run_dir, console=console).fit()
             runs.append({"seed": seed, "fold": fold, **result})
             if ctx.main:
                 log(json.dumps(runs[-1]))
-    per_seed = [statistics.fmean(r[metric] for r in runs if r["seed"] == s) for s in cfg.seeds]
+    mean, std = mean_std([r[metric] for r in runs])
     summary = {"dataset": cfg.dataset, "method": cfg.method, "metric": metric, "seeds": cfg.seeds,
-               "mean": mean_std(per_seed)[0], "std": mean_std(per_seed)[1]}
+               "mean": mean, "std": std, "n": len(runs), "over": _over(cfg.seeds, folds)}
     if data.task == "regression":
-        summary["cv_per_seed"] = [dict(zip(("mean", "std"), mean_std([r[metric] for r in runs if r["seed"] == s])))
-                                  for s in cfg.seeds]
+        per_seed = [mean_std([r[metric] for r in runs if r["seed"] == s]) for s in cfg.seeds]
+        summary["cv_per_seed"] = [dict(zip(("mean", "std"), m)) for m in per_seed]
+        summary["std_over_seeds"] = mean_std([m for m, _ in per_seed])[1]
     return {"runs": runs, "summary": summary}
+
+
+def _over(seeds: list[int], folds: list[int | None]) -> str:
+    """'3 seeds', '5 folds x 1 seed' -- the runs a summary's mean and std are taken over."""
+    seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    if folds == [None]:
+        return seeds_text
+    return f"{len(folds)} fold{'s' if len(folds) > 1 else ''} x {seeds_text}"
+
+
+def summary_line(summary: dict) -> str:
+    """The summary as the line `mn train` prints last, the same numbers as its JSON:
+    'diabetes vanilla: test_mse 0.7011 ± 0.1697 (mean ± std over 5 folds x 1 seed: seeds [0])'."""
+    text = f"{summary['dataset']} {summary['method']}: {summary['metric']} {number(summary['mean'])}"
+    if summary["n"] == 1:
+        return text + f" (one run, seed {summary['seeds'][0]}: no spread to report)"
+    return text + f" ± {number(summary['std'])} (mean ± std over {summary['over']}: seeds {summary['seeds']})"
 
 
 def stored_fold(state: dict) -> int | None:
