@@ -28,7 +28,7 @@ def test_every_available_backend_agrees_with_autograd():
 def test_unavailable_backend_says_why():
     from mn.backends import Backend, register_backend
     register_backend(Backend("never", BACKENDS["torch"].inner_gradient, lambda d: "it is a test double",
-                             per_example=False))
+                             later_step=None))
     try:
         with pytest.raises(ValueError, match=r"backend='never' cannot run on cpu \(it is a test double\)"):
             mn.inner_gradient(*make_inputs(2, 3, 2, 2), gamma=1.0, backend="never")
@@ -48,7 +48,7 @@ def test_auto_skips_a_backend_that_rejects_the_feature_count(monkeypatch):
         return BACKENDS["torch"].inner_gradient(*args, **kwargs)
     monkeypatch.setitem(AUTO_ORDER, "cpu", AUTO_ORDER["cpu"])      # restored after the test
     monkeypatch.setitem(BACKENDS, "picky", None)
-    register_backend(Backend("picky", picky, lambda d: None, per_example=True,
+    register_backend(Backend("picky", picky, lambda d: None, later_step=picky,
                              rejects=lambda n, dtype: "test double takes n <= 4" if n > 4 else None),
                      prefer_on=("cpu",))
     narrow, wide = make_inputs(2, 3, 2, 4), make_inputs(2, 3, 2, 5)

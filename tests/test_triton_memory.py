@@ -29,3 +29,19 @@ def test_step_memory_stays_within_its_budget():
     with KernelsSkipped():
         peak, where = step_peak_mib(mn.adapted_logits, "triton", B, S, C, n)
     assert peak <= budget, f"{peak:.1f} MiB (peak after {where}) > {budget:.1f} MiB"
+
+
+def test_later_step_memory_stays_within_its_budget():
+    """Three inner steps: the later steps add their B x S statistics (m, ce; rdot, vX) and B x C x n terms, nothing
+    of size B x S x C (here 64 MiB) or S x C x n. B x C x n: autograd keeps phi_1, phi_2 and the three grads (5),
+    the later ops their normalised phi (2), and the backward forms dg, the projection term, dphh, dphi and the
+    inner rate's product (5): 12."""
+    B, S, C, n = 64, 4096, 64, 128
+    mib = 4 / 2**20
+    unit, dictionary, per_entry, bs = B * C * n * mib, S * n * mib, C * S * mib, B * S * mib    # 2, 2, 1, 1 MiB
+    one_step = 2 * unit + dictionary + 64 * B * n * mib + 3 * per_entry + 1.5
+    budget = one_step + 4 * bs + 12 * unit
+    with KernelsSkipped():
+        peak, where = step_peak_mib(lambda *a, **kw: mn.adapted_logits(*a, inner_steps=3, **kw), "triton", B, S, C, n)
+    assert peak <= budget, f"{peak:.1f} MiB (peak after {where}) > {budget:.1f} MiB"
+    assert peak < B * S * C * mib, "a B x S x C array would alone exceed this"

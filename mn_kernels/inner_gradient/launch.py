@@ -22,6 +22,7 @@ class Setup:
 
     SAVED = ("zs_op", "z_rnorm", "z_clamped", "wh", "w_rnorm", "w_clamped", "k_rnorm", "k_clamped", "sigma", "ce",
              "deltaT")
+    PER_EXAMPLE = False         # the weight is shared (C, n); the later-step op's subclass takes (B, C, n)
 
     def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None):
         """seed: the seed's part of the dropout hash, a 0-d int64 tensor on z's device (None without dropout)."""
@@ -30,8 +31,9 @@ class Setup:
                 raise ValueError(f"{name} must have z's dtype {z.dtype} and device {z.device}, "
                                  f"got {t.dtype} on {t.device}")
         (B, n), (S, C) = z.shape, values.shape
-        if keys.shape != (S, n) or weight.shape != (C, n) or tau.dim() != 0:
-            raise ValueError(f"expected keys {(S, n)}, weight {(C, n)}, 0-d tau; got {tuple(keys.shape)}, "
+        want = (B, C, n) if self.PER_EXAMPLE else (C, n)
+        if keys.shape != (S, n) or weight.shape != want or tau.dim() != 0:
+            raise ValueError(f"expected keys {(S, n)}, weight {want}, 0-d tau; got {tuple(keys.shape)}, "
                              f"{tuple(weight.shape)}, {tuple(tau.shape)}")
         if n > max_features(z.dtype):
             raise ValueError(f"z has n = {n} features; the Triton kernels take n <= {max_features(z.dtype)} "
@@ -67,19 +69,23 @@ class Setup:
         self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=threshold > 0, PRECISION=dot_precision(z.dtype))
 
     def _prepare(self, z, weight):
-        ct = self.ct
-        zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(ct))
+        self._prepare_attention(z)
+        self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(self.ct))
+        self.sigma, self.ce, self.deltaT = entry_loss(self.keys, self.k_rnorm, self.wh, self.vT, self.tau)
+
+    def _prepare_attention(self, z):
+        """The queries' and keys' part: what the attention needs, in every op."""
+        zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(self.ct))
         # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
         self.zs_op = (self.gamma * zh).to(self.op_dtype).contiguous()
-        self.k_rnorm, self.k_clamped = row_rnorm(self.keys, ct)
-        self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(ct))
-        self.sigma, self.ce, self.deltaT = entry_loss(self.keys, self.k_rnorm, self.wh, self.vT, self.tau)
+        self.k_rnorm, self.k_clamped = row_rnorm(self.keys, self.ct)
 
     def saved(self) -> list:
         """The tensors the backward takes back (``SAVED``, in order)."""
         return [getattr(self, name) for name in self.SAVED]
 
-    def lse(self):
+    def attention_lse(self):
+        """lse_i = log sum_j exp(s_ij) over the kept entries (B,), -inf for a query with none kept."""
         B, S = self.B, self.S
         # Enough entry splits to give every SM work; each split a multiple of the largest BLOCK_S.
         # (In the interpreter 2 splits exercise the split combine in the tests.)
@@ -107,7 +113,7 @@ def inner_gradient_fwd(z, keys, values, weight, tau, gamma: float, entry_dropout
     bf16 / fp16 would lose all accuracy at a large gamma."""
     st = Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed)
     B, S, C, n = st.B, st.S, st.C, st.n
-    lse = st.lse()
+    lse = st.attention_lse()
     grad = torch.empty(B, C, n, device=z.device, dtype=st.ct)
     loss = torch.empty(B, device=z.device, dtype=st.ct)
     a = torch.empty(B, C, device=z.device, dtype=st.ct)

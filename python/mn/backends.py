@@ -9,7 +9,8 @@
 A backend is an implementation of `fn(z, keys, values, weight, tau, *, gamma, entry_dropout, seed)
 -> (grad, inner_loss)` plus a check that says why it cannot run on a device (None when it can) and,
 optionally, one that says why it cannot take n features of a dtype (`auto` then takes the next in its order).
-`per_example` backends also accept per-example weights (B, C, n) for inner steps 2..T.
+`later_step` is its implementation of inner steps 2..T, the same op at per-example weights (B, C, n); None: those
+steps run on the `torch` reference.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class Backend:
     name: str
     inner_gradient: Callable
     unavailable: Callable[[torch.device], str | None]   # the reason it cannot run there, or None
-    per_example: bool
+    later_step: Callable | None
     rejects: Callable[[int, torch.dtype], str | None] = lambda n, dtype: None   # n features it cannot take
 
 
@@ -36,11 +37,12 @@ def _always(device: torch.device) -> str | None:
 
 
 BACKENDS: dict[str, Backend] = {
-    "autograd": Backend("autograd", inner_gradient_autograd, _always, per_example=True),
-    "torch": Backend("torch", inner_gradient_torch, _always, per_example=True),
-    "triton": Backend("triton", triton_ops.inner_gradient_triton, triton_ops.unavailable, per_example=False,
+    "autograd": Backend("autograd", inner_gradient_autograd, _always, later_step=inner_gradient_autograd),
+    "torch": Backend("torch", inner_gradient_torch, _always, later_step=inner_gradient_torch),
+    "triton": Backend("triton", triton_ops.inner_gradient_triton, triton_ops.unavailable,
+                      later_step=triton_ops.later_step_triton,
                       rejects=triton_ops.rejects),
-    "native": Backend("native", native_ops.inner_gradient_native, native_ops.unavailable, per_example=False),
+    "native": Backend("native", native_ops.inner_gradient_native, native_ops.unavailable, later_step=None),
 }
 
 # Preference of `auto`, fastest first, per device type (measured: bench/results/). On CPU the Triton

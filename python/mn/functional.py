@@ -82,12 +82,12 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
     check_dropout(entry_dropout, seed)
     check_positive("inner_steps", inner_steps, integer=True)
     first = get_backend(backend, z.device, z.shape[1], z.dtype)
-    later = first if first.per_example else BACKENDS["torch"]
+    later = first.later_step or BACKENDS["torch"].later_step
     options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout),
                    seed=draw_seed(entry_dropout, seed, z.device))
     phi = weight
     for step in range(inner_steps):
-        grad, _ = (first if step == 0 else later).inner_gradient(z, keys, values, phi, tau, **options)
+        grad, _ = (first.inner_gradient if step == 0 else later)(z, keys, values, phi, tau, **options)
         if step < inner_steps - 1:
             phi = phi - alpha * grad                              # alpha broadcasts over (B, C, n)
     return phi, grad
@@ -104,9 +104,8 @@ def adapted_weights(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau
     z (B, n), keys (S, n), values (S, C), weight (C, n), tau scalar, alpha: scalar, (n,) or (C, n).
 
     Step 1 runs on `backend`. Steps 2..T take per-example weights (B, C, n), whose per-entry logits depend
-    on the query; the fused backends (`triton`, `native`) take the shared weight only, so those steps run on the
-    closed-form `torch` reference (O(B·S·C·n) work and O(B·chunk·C) memory per step), until a fused later step
-    exists (docs/design.md, "Later inner steps"). What that costs: bench/results/gpu-h100.md.
+    on the query: `triton` runs them on its fused later-step kernels (mn_kernels/later_step), `native` on the
+    closed-form `torch` reference (docs/design.md, "Later inner steps").
     """
     phi, grad = _last_step(z, keys, values, weight, tau, alpha, gamma=gamma, inner_steps=inner_steps,
                            entry_dropout=entry_dropout, seed=seed, backend=backend)

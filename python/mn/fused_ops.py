@@ -31,11 +31,13 @@ from mn_kernels.dtypes import compute_dtype
 from .grad_mode import without_autocast
 
 
-def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_prepared: Callable) -> Callable:
-    """Registers the op pair of `backend`; returns its entry point
+def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_prepared: Callable,
+                      op: str = "inner_gradient") -> Callable:
+    """Registers the op pair `mn::<backend>_<op>_fwd/_bwd`; returns its entry point
     `fn(z, keys, values, weight, tau, *, gamma, entry_dropout=0.0, seed=None) -> (grad (B, C, n), inner_loss (B,))`
-    in z's dtype, differentiable through the hand-written backward."""
-    fwd_name, bwd_name = f"mn::{backend}_inner_gradient_fwd", f"mn::{backend}_inner_gradient_bwd"
+    in z's dtype, differentiable through the hand-written backward. op: "inner_gradient" (step 1, a shared
+    weight (C, n)) or "later_step" (steps 2..T, per-example weights (B, C, n)); both have the same signature."""
+    fwd_name, bwd_name = f"mn::{backend}_{op}_fwd", f"mn::{backend}_{op}_bwd"
 
     @torch.library.custom_op(fwd_name, mutates_args=())
     def fwd_op(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau: Tensor, gamma: float,
@@ -44,7 +46,7 @@ def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_
 
     @fwd_op.register_fake
     def _(z, keys, values, weight, tau, gamma, entry_dropout, seed):
-        (B, n), C, ct = z.shape, weight.shape[0], compute_dtype(z.dtype)
+        (B, n), C, ct = z.shape, values.shape[1], compute_dtype(z.dtype)
         prepared = fake_prepared(z, keys, values, weight, tau, gamma, entry_dropout, seed)
         return (z.new_empty(B, C, n, dtype=ct), z.new_empty(B, dtype=ct), z.new_empty(B, dtype=ct),
                 z.new_empty(B, C, dtype=ct), prepared)
@@ -94,7 +96,7 @@ def register_fused_op(backend: str, forward: Callable, backward: Callable, fake_
                                 tau.reshape(()), float(gamma), float(entry_dropout), seed)
         return grad.to(z.dtype), loss.to(z.dtype)
 
-    inner_gradient.__name__ = inner_gradient.__qualname__ = f"inner_gradient_{backend}"
+    inner_gradient.__name__ = inner_gradient.__qualname__ = f"{op}_{backend}"
     inner_gradient.__doc__ = (f"The {backend!r} backend's entry point: (grad (B, C, n), inner_loss (B,)) in z's "
                               "dtype, differentiable through the hand-written backward.")
     return inner_gradient

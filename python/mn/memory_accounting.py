@@ -84,19 +84,26 @@ class KernelsSkipped:
     def __init__(self, sms: int = 132):
         self.sms = sms
 
+    # (launcher module, its kernels) of every Triton op
+    KERNELS = (("mn_kernels.inner_gradient.launch", ("lse_kernel", "fwd_kernel", "bwd_kernel")),
+               ("mn_kernels.later_step.launch", ("stats_kernel", "fwd_kernel", "bwd_stats_kernel",
+                                                 "bwd_query_kernel", "bwd_entry_kernel")))
+
     def __enter__(self):
-        import mn_kernels.inner_gradient.launch as launch
-        names = ("lse_kernel", "fwd_kernel", "bwd_kernel", "multiprocessors")
-        self.saved = {name: getattr(launch, name) for name in names}
-        for name in ("lse_kernel", "fwd_kernel", "bwd_kernel"):
-            setattr(launch, name, _NoLaunch(self.saved[name].gpu_configs))
-        launch.multiprocessors = lambda device: self.sms
+        import importlib
+        self.saved = []
+        for module_name, kernels in self.KERNELS:
+            module = importlib.import_module(module_name)
+            for name in (*kernels, "multiprocessors"):
+                self.saved.append((module, name, getattr(module, name)))
+            for name in kernels:
+                setattr(module, name, _NoLaunch(getattr(module, name).gpu_configs))
+            module.multiprocessors = lambda device: self.sms
         return self
 
     def __exit__(self, *exc):
-        import mn_kernels.inner_gradient.launch as launch
-        for name, kernel in self.saved.items():
-            setattr(launch, name, kernel)
+        for module, name, value in self.saved:
+            setattr(module, name, value)
 
 
 class _NoLaunch:

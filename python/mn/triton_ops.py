@@ -1,12 +1,12 @@
-"""Backend "triton": the fused kernels of `mn_kernels.inner_gradient` as the custom-op pair
-`mn::triton_inner_gradient_fwd` / `_bwd` (fused_ops.py), with their hand-written backward.
+"""Backend "triton": the fused kernels of `mn_kernels.inner_gradient` (step 1) and `mn_kernels.later_step` (steps
+2..T) as the custom-op pairs `mn::triton_inner_gradient_fwd/_bwd` and `mn::triton_later_step_fwd/_bwd`
+(fused_ops.py), with their hand-written backward.
 
 Layers, as in Liger-Kernel: `mn_kernels` (kernels + launchers, tensors in and out) <- this file (availability,
 the op pair) <- `mn.inner_gradient(backend="triton")` <- the layers.
 
 The kernels are imported on first use: triton reads TRITON_INTERPRET when a kernel is defined, so tests on
-CPU set it before that import. The op takes the shared weight (C, n) only; inner steps 2..T (per-example
-weights) run on the `torch` reference (see `mn.adapted_logits`).
+CPU set it before that import.
 """
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ from .fused_ops import register_fused_op
 @functools.cache
 def _kernels():
     import mn_kernels.inner_gradient as kernels
+    return kernels
+
+
+@functools.cache
+def _later_kernels():
+    import mn_kernels.later_step as kernels
     return kernels
 
 
@@ -60,3 +66,19 @@ def _fake_prepared(z, keys, values, weight, tau, gamma, entry_dropout, seed):
 
 
 inner_gradient_triton = register_fused_op("triton", _forward, _backward, _fake_prepared)
+
+
+def _later_forward(*args):
+    return _later_kernels().later_step_fwd(*args)
+
+
+def _later_backward(*args):
+    return _later_kernels().later_step_bwd(*args)
+
+
+def _later_fake_prepared(z, keys, values, phi, tau, gamma, entry_dropout, seed):
+    return _later_kernels().launch.LaterSetup(z, keys, values, phi, tau, gamma, entry_dropout, seed).saved()
+
+
+later_step_triton = register_fused_op("triton", _later_forward, _later_backward, _later_fake_prepared,
+                                      op="later_step")

@@ -1,0 +1,92 @@
+"""The fused later inner step (steps 2..T, per-example weights phi (B, C, n)) on the backends that have one: the op
+against the paper-literal reference in float64 on odd shapes, gradcheck, torch.library registration, and
+adapted_logits with T = 2 and 3 for every kind of inner rate. On CPU `triton` runs in Triton's interpreter."""
+import pytest
+import torch
+
+import mn
+from mn.backends import BACKENDS
+from mn_kernels.dropout import seed_mix_tensor
+
+from helpers import EXACT_FLOAT64, cotangents, make_alpha, make_inputs, shape_id
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FUSED_LATER = [pytest.param(b, marks=pytest.mark.skipif(mn.available_backends(DEVICE)[b] is not None,
+                                                        reason=f"{b}: {mn.available_backends(DEVICE)[b]}"))
+               for b in ("triton",)]
+# B = 1; S = 1, S below a tile and not a multiple of one; C = 2; n = 3; n above 16 and odd.
+ODD_SHAPES = [(1, 1, 2, 3), (1, 7, 2, 3), (3, 37, 5, 3), (2, 19, 3, 17)]
+
+
+def _operands(B, S, C, n, seed=2):
+    """make_inputs' operands with per-example weights phi (B, C, n), values off the simplex (sigma != 1)."""
+    z, keys, values, _, tau = make_inputs(B, S, C, n, seed=seed, device=DEVICE)
+    g = torch.Generator().manual_seed(seed + 50)
+    phi = torch.randn(B, C, n, generator=g, dtype=torch.float64).to(DEVICE)
+    values = values * torch.linspace(0.5, 1.5, S, dtype=torch.float64, device=DEVICE)[:, None]
+    return [z, keys, values, phi, tau]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["nodrop", "drop0.5"])
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=shape_id)
+@pytest.mark.parametrize("backend", FUSED_LATER)
+def test_later_step_equals_literal_reference_float64(backend, shape, dropout):
+    """grad, inner_loss and every input gradient (phi's included) against backend="autograd" at per-example weights."""
+    inputs = [t.requires_grad_() for t in _operands(*shape)]
+    seed = seed_mix_tensor(11, DEVICE) if dropout else None
+    dgrad, dloss = cotangents(shape[0], shape[2], shape[3], device=DEVICE)
+    results = []
+    for fn in (BACKENDS[backend].later_step, BACKENDS["autograd"].inner_gradient):
+        grad, loss = fn(*inputs, gamma=4.0, entry_dropout=dropout, seed=seed)
+        grads = torch.autograd.grad((grad * dgrad).sum() + (loss * dloss).sum(), inputs)
+        results.append([grad, loss, *grads])
+    for name, a, b in zip(["grad", "inner_loss", "dz", "dkeys", "dvalues", "dphi", "dtau"], *results, strict=True):
+        torch.testing.assert_close(a, b, **EXACT_FLOAT64, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (2, 9, 3, 4)], ids=shape_id)
+@pytest.mark.parametrize("backend", FUSED_LATER)
+def test_later_step_gradcheck_float64(backend, shape):
+    inputs = [t.requires_grad_() for t in _operands(*shape, seed=3)]
+    seed = seed_mix_tensor(4, DEVICE)
+    fn = lambda *a: BACKENDS[backend].later_step(*a, gamma=3.0, entry_dropout=0.3, seed=seed)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=shape[1] > 1)
+
+
+@pytest.mark.parametrize("backend", FUSED_LATER)
+def test_later_step_custom_ops_pass_opcheck(backend):
+    inputs = [t.requires_grad_() for t in _operands(2, 9, 3, 4)]
+    op = getattr(torch.ops.mn, f"{backend}_later_step_fwd")
+    torch.library.opcheck(op.default, (*inputs, 2.0, 0.5, seed_mix_tensor(7, DEVICE)),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+@pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
+@pytest.mark.parametrize("backend", FUSED_LATER)
+def test_adapted_logits_with_later_steps_equal_literal(backend, alpha_kind, steps):
+    """T steps end to end: the fused step 1 and fused later steps against the literal form, logits and every
+    input gradient (alpha's included), with dropout (one mask for every step)."""
+    inputs = make_inputs(3, 13, 4, 5, requires_grad=True, seed=5, device=DEVICE)
+    alpha = make_alpha(alpha_kind, 4, 5).to(DEVICE)
+    kw = dict(gamma=3.0, inner_steps=steps, entry_dropout=0.4, seed=9)
+    r = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    got, ref = (mn.adapted_logits(*inputs, alpha, backend=b, **kw) for b in (backend, "autograd"))
+    torch.testing.assert_close(got, ref, **EXACT_FLOAT64)
+    wrt = inputs + [alpha]
+    for a, b in zip(torch.autograd.grad((got * r).sum(), wrt), torch.autograd.grad((ref * r).sum(), wrt), strict=True):
+        torch.testing.assert_close(a, b, **EXACT_FLOAT64)
+
+
+@pytest.mark.parametrize("backend", FUSED_LATER)
+def test_adapted_logits_with_later_steps_gradcheck(backend):
+    inputs = make_inputs(2, 7, 3, 4, requires_grad=True, seed=6, device=DEVICE)
+    alpha = make_alpha("feature", 3, 4).to(DEVICE)
+    fn = lambda *a: mn.adapted_logits(*a, gamma=3.0, inner_steps=3, entry_dropout=0.3, seed=2,  # noqa: E731
+                                      backend=backend)
+    assert torch.autograd.gradcheck(fn, inputs + [alpha], fast_mode=True)
+
+
+def test_backends_say_where_their_later_steps_run():
+    assert BACKENDS["triton"].later_step is mn.triton_ops.later_step_triton
+    assert BACKENDS["native"].later_step is None            # the torch reference runs them
