@@ -3,6 +3,7 @@ equal a direct computation from the checkpoint (full similarity matrices, the au
 kNN) -- not the analysis code's own helpers."""
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +38,68 @@ def assert_png(path, min_size=(100, 100)):
         image.verify()
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+
+
+def check_figure(fig, name):
+    """A figure a reader can read: each axes that plots data (not an image) has both axis labels, the figure has
+    a legend, and every text (titles, labels, legends, ticks) lies inside the image."""
+    from matplotlib.text import Text
+
+    plotting = [ax for ax in fig.axes if ax.axison and not ax.images and (ax.lines or ax.collections or ax.patches)]
+    assert plotting or all(ax.images or not ax.axison for ax in fig.axes), name
+    for ax in plotting:
+        assert ax.get_xlabel().strip() and ax.get_ylabel().strip(), f"{name}: axes without labels"
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends and all(len(legend.get_texts()) >= 2 for legend in legends), f"{name}: no legend"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    drawn = fig.get_tightbbox(renderer)                   # inches: everything drawn, titles and legends included
+    width, height = fig.get_size_inches()
+    if not (drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01):
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+                 and not (fig.bbox.contains(*t.get_window_extent(renderer).min)
+                          and fig.bbox.contains(*t.get_window_extent(renderer).max))]
+        raise AssertionError(f"{name}: drawn over {drawn} beyond the {width} x {height} in image, e.g. "
+                             f"{[t.get_text() for t in texts][:5]}")
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib Figure saved to a file (and every GIF frame of the toy) while the test runs: [(name, fig)]."""
+    from matplotlib.figure import Figure
+
+    figures, savefig, frame = [], Figure.savefig, toy.rgb_frame
+
+    def spy(self, path, *args, **kwargs):
+        figures.append((Path(path).name, self))
+        return savefig(self, path, *args, **kwargs)
+
+    def spy_frame(fig, *args, **kwargs):
+        figures.append((f"toy.gif frame {len(figures)}", fig))
+        return frame(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    monkeypatch.setattr(toy, "rgb_frame", spy_frame)
+    return figures
+
+
+def test_every_figure_has_labelled_axes_a_legend_and_its_text_inside(checkpoints, tmp_path, saved_figures):
+    toy.learnable_neighbours(tmp_path, epochs=2, num_entries=8)
+    cosine.cosine_shift(checkpoints["digits-mn"], tmp_path)
+    entries.entry_neighbours(checkpoints["digits-mn"], tmp_path, k=5)
+    entries.entry_neighbours(_train(tmp_path / "spirals", "spirals", "mn"), tmp_path / "spirals", entries=[0, 1], k=3)
+    induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-vanilla"], tmp_path)
+    ablation.sweep(tmp_path, dataset="spirals", entries=[4, 16], gammas=[2.0, 4.0], seeds=[0, 1], epochs=1,
+                   max_steps_per_epoch=1, log=lambda _: None)
+    names = [name for name, _ in saved_figures]
+    assert {"toy.png", "cosine.png", "entries.png", "induction.png", "induction_retrievals.png", "ablation.png"} \
+        <= set(names) and sum(n.startswith("toy.gif frame") for n in names) == 3
+    for name, fig in saved_figures:
+        check_figure(fig, name)
+    toy_figure = dict(saved_figures)["toy.png"]
+    legend = " ".join(t.get_text() for t in toy_figure.legends[0].get_texts())
+    assert "predicted class 0" in legend and "predicted class 1" in legend, "the colours of the test points"
+    assert "entry" in legend and "class 0" in legend and "path" in legend, "the crosses and their paths"
 
 
 def test_digits_coarse_is_digits_grouped_in_pairs():

@@ -51,9 +51,12 @@ def _plot(before, after, record, path: Path) -> None:
     ax = fig.add_subplot()
     lo = min(before.min().item(), after.min().item()) - 0.02
     hi = max(before.max().item(), after.max().item()) + 0.02
-    ax.scatter(before, after, s=6, alpha=0.5, color="tab:blue", linewidths=0)
-    ax.plot([lo, hi], [lo, hi], color="red", linewidth=1.2)
+    ax.scatter(before, after, s=6, alpha=0.5, color="tab:blue", linewidths=0,
+               label=f"one {record['split']} sample ({record['samples']})")
+    ax.plot([lo, hi], [lo, hi], color="red", linewidth=1.2, label="identity: the step changed nothing")
     ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal",
            xlabel=r"before fine-tuning: $\cos(z_i, w_{y_i})$", ylabel=r"after: $\cos(z_i, \phi_{i,y_i})$",
            title=f"{record['dataset']} {record['split']}: {100 * record['share_above']:.1f}% above the line")
+    ax.title.set_fontsize(10)
+    ax.legend(loc="upper left", fontsize=8)
     save_png(fig, path)

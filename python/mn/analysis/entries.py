@@ -75,13 +75,13 @@ def entry_neighbours(checkpoint, out_dir, *, entries: list[int] | None = None, k
 def _plot(record: dict, data, path: Path) -> None:
     rows, k = record["entries"][:MAX_SHOWN], min(record["k"], MAX_NEIGHBOURS_SHOWN)
     names = data.data.class_names
-    fig = new_figure(1.0 + 1.1 * k, 1.15 * len(rows) + 0.5)
+    fig = new_figure(max(6.4, 1.0 + 1.1 * k), 1.15 * len(rows) + 1.0)          # room for the title and legend
     grid = fig.add_gridspec(len(rows), k + 1, width_ratios=[2.2] + [1] * k)
     for r, row in enumerate(rows):
         label = fig.add_subplot(grid[r, 0])
         label.axis("off")
         name = names[row["class"]] if names else str(row["class"])
-        label.text(0.0, 0.5, f"entry {row['entry']}\nclass {name} ({row['class_probability']:.2f})",
+        label.text(0.0, 0.5, f"entry {row['entry']}\nclass {name}\n(p = {row['class_probability']:.2f})",
                    va="center", fontsize=9)
         for c, (i, y) in enumerate(zip(row["neighbours"][:k], row["neighbour_labels"][:k])):
             ax = fig.add_subplot(grid[r, c + 1])
@@ -90,9 +90,20 @@ def _plot(record: dict, data, path: Path) -> None:
                 show_image(ax, data.test.x[i], edge=edge)
             else:
                 _show_point(ax, data, i, edge)
-    fig.suptitle(f"{record['dataset']}: {k} nearest test samples of entries "
-                 f"(green: of the entry's class; all entries: {100 * record['consistency']:.1f}%)", fontsize=10)
+    fig.suptitle(f"{record['dataset']}: the {k} test samples nearest to each entry's key\n"
+                 f"(all {record['num_entries']} entries: {100 * record['consistency']:.1f}% of the neighbours have "
+                 f"the entry's class)", fontsize=10)
+    outline_legend(fig, "of the entry's class (its value's argmax)", "of another class", ncols=1)
     save_png(fig, path)
+
+
+def outline_legend(fig, same: str, other: str, ncols: int = 2) -> None:
+    """Below the grid: what green and red (outlines of images, dots of tabular samples) mean."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="none", edgecolor="tab:green", linewidth=3, label=f"green: {same}"),
+               Patch(facecolor="none", edgecolor="tab:red", linewidth=3, label=f"red: {other}")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
 
 
 def _show_point(ax, data, i: int, edge: str) -> None:
@@ -102,3 +113,5 @@ def _show_point(ax, data, i: int, edge: str) -> None:
     ax.scatter(x[i, 0], x[i, 1], s=30, color=edge)
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_xlabel("$x_1$", fontsize=7, labelpad=1)
+    ax.set_ylabel("$x_2$", fontsize=7, labelpad=1)

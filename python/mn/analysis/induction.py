@@ -17,6 +17,7 @@ from ..data import FINE_OF, load_dataset, prepare
 from ..layers import MetaNeighborhoodsHead
 from ..training import load_trained
 from ..training.methods import MNImageClassifier
+from .entries import outline_legend
 from .interpret import attention_vectors
 from .knn import knn_neighbours, knn_predict
 from .plotting import new_figure, save_json, save_png, show_image
@@ -102,7 +103,9 @@ def _plot_accuracy(record: dict, path: Path) -> None:
                       label="MN: attention vectors" if name == "mn" else "vanilla: features")
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks([0.19, 1.19], [f"coarse ({record['dataset']})", f"fine ({record['fine_dataset']})"])
-    ax.set(ylabel=f"{record['k']}-NN test accuracy (%)", ylim=(0, 105), title="induction accuracy")
+    ax.set(xlabel="labels the kNN classifier predicts", ylabel=f"{record['k']}-NN test accuracy (%)", ylim=(0, 105),
+           title=f"induction accuracy (trained on {record['dataset']})")
+    ax.title.set_fontsize(10)
     ax.legend(loc="lower left", fontsize=8)
     save_png(fig, path)
 
@@ -121,5 +124,7 @@ def _plot_retrievals(record: dict, fine, path: Path) -> None:
                 show_image(ax, fine.train.x[i], edge="tab:green" if ok else "tab:red")
                 if r == 0 and c == 0:
                     ax.set_title("MN (attention)" if name == "mn" else "vanilla (features)", fontsize=9, loc="left")
-    fig.suptitle("query | nearest training images (green: same fine label)", fontsize=10)
+    fig.suptitle(f"test query (left) and its {n} nearest training images under each model, trained on coarse "
+                 f"labels", fontsize=10)
+    outline_legend(fig, "the query's fine label", "another fine label")
     save_png(fig, path)

@@ -1,7 +1,8 @@
 """Fig. 1: learnable neighbours on the two-spirals toy. A linear classifier is tuned per query on S learnable
 entries (Euclidean attention, soft-label inner loss: `mn train --dataset spirals --method mn`); the dictionary
-is recorded after every epoch. The figure shows the test predictions and the entries (coloured by the class of
-their value) at the start, middle and end of training with their trajectories so far; the GIF shows every epoch.
+is recorded after every epoch. The figure shows the test points (dots, coloured by their predicted class) and the
+entries (crosses at their keys, coloured by the class of their value) at the start, middle and end of training,
+with the entries' trajectories so far (dotted), and says so in a legend; the GIF shows every epoch.
 """
 from __future__ import annotations
 
@@ -56,17 +57,35 @@ def learnable_neighbours(out_dir, *, epochs: int = 60, seed: int = 0, num_entrie
               "entry_positions": [s["keys"].tolist() for s in snapshots]}
     save_json(record, out_dir / "toy.json")
     x = data.test.x
-    fig = new_figure(12, 4.2)
+    fig = new_figure(12, 5.1)
     for ax, t, letter in zip(fig.subplots(1, 3), shown, "abc"):
         _draw(ax, x, snapshots, t, f"({letter}) epoch {snapshots[t]['epoch']}")
+    fig.suptitle(f"Learnable neighbours on the two spirals: S = {num_entries} entries, gamma = {gamma:g}, seed {seed}",
+                 fontsize=11)
+    legend(fig, ncols=3)
     save_png(fig, out_dir / "toy.png")
     frames = []
     for t, snap in enumerate(snapshots):
-        fig = new_figure(4.4, 4.4)
+        fig = new_figure(5.2, 6.4)
         _draw(fig.add_subplot(), x, snapshots, t, f"epoch {snap['epoch']}")
+        legend(fig, ncols=1)
         frames.append(rgb_frame(fig))
     save_gif(frames, out_dir / "toy.gif")
     return record
+
+
+def legend(fig, *, ncols: int) -> None:
+    """What the colours and crosses mean, below the panels."""
+    from matplotlib.lines import Line2D
+
+    dot = dict(marker="o", linestyle="", markersize=6, markeredgewidth=0)
+    cross = dict(marker="X", linestyle="", markersize=9, markeredgecolor="black", markeredgewidth=0.5)
+    handles = [Line2D([], [], color=PREDICTION_COLORS[0], label="test point, predicted class 0", **dot),
+               Line2D([], [], color=PREDICTION_COLORS[1], label="test point, predicted class 1", **dot),
+               Line2D([], [], color=ENTRY_COLORS[0], label="entry $(k_j, v_j)$ at its key, $v_j$'s class 0", **cross),
+               Line2D([], [], color=ENTRY_COLORS[1], label="entry $(k_j, v_j)$ at its key, $v_j$'s class 1", **cross),
+               Line2D([], [], color="black", linestyle=":", linewidth=1, label="an entry's path since epoch 0")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
 
 
 def _draw(ax, x: torch.Tensor, snapshots: list[dict], t: int, title: str) -> None:
@@ -81,5 +100,6 @@ def _draw(ax, x: torch.Tensor, snapshots: list[dict], t: int, title: str) -> Non
     ax.scatter(snap["keys"][:, 0], snap["keys"][:, 1], s=40, c=entry_colors, marker="X", edgecolors="black",
                linewidths=0.5)
     lim = 1.15 * max(x.abs().max().item(), snap["keys"].abs().max().item())
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[],
-           title=f"{title}: test accuracy {snap['accuracy']:.3f}")
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="$x_1$ (input feature 1)",
+           ylabel="$x_2$ (input feature 2)", title=f"{title}: test accuracy {snap['accuracy']:.3f}")
+    ax.title.set_fontsize(10)
