@@ -1,17 +1,31 @@
 """The `mn` command: demo (fast mode in CI), train with flags and config files, eval, and clean errors."""
 import json
+import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from mn.cli import main
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_demo_fast_prints_the_results_table(capsys):
-    assert main(["demo", "--fast"]) == 0
+    assert main(["demo", "--fast", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "| digits" in out and "convnet + MN head" in out and "linear + MN" in out and "fast mode" in out
+    # what it trains, while it trains: before the table, a line per model and per digits epoch
+    progress, table = out.split("| task |")
+    assert "digits: training convnet + cosine layer (vanilla), 1 epoch, seed 3" in progress
+    assert "digits: training convnet + MN head, 1 epoch, seed 3" in progress
+    assert "  seed 3 | epoch 1/1 | train loss" in progress
+    assert "two spirals: training linear + MN, 20 steps of 128 (2.56 epochs), seed 3" in progress
+    # the table says the seeds and the training length
+    assert table.startswith(" model | seed | training | test accuracy |")
+    assert "| convnet + MN head | 3 | 1 epoch of 2 steps |" in table
+    assert "| linear + MN | 3 | 20 steps of 128 (2.56 epochs) |" in table
 
 
 def test_train_then_eval(tmp_path, capsys):
@@ -96,3 +110,79 @@ def test_eval_opens_no_path_the_checkpoint_names(tmp_path, capsys, monkeypatch):
     assert main(["eval", checkpoint]) == 2
     _one_line_error(capsys, "not found: expected " + str(tmp_path / "empty"))
     assert main(["eval", checkpoint, "--data-dir", str(tmp_path / "files")]) == 0
+
+
+def test_version_comes_from_the_package_metadata(capsys, monkeypatch):
+    import importlib.metadata
+
+    import mn
+    from mn import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"mn {importlib.metadata.version('mn')}\n"
+    assert mn.__version__ == importlib.metadata.version("mn")
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)       # a source checkout, not installed
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert cli.package_version() == pyproject["version"]
+
+
+def test_license_is_the_mit_one_pyproject_declares():
+    tomllib = pytest.importorskip("tomllib")
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == {"text": "MIT"}
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the mn authors\n")
+    assert "Permission is hereby granted, free of charge" in text and 'THE SOFTWARE IS PROVIDED "AS IS"' in text
+
+
+def _subcommands():
+    from mn.cli import build_parser
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return sub.choices
+
+
+def test_help_lists_the_choices_and_every_option_is_explained():
+    from mn.data import DATASETS
+    from mn.training.config import ALL_BACKBONES, METHODS
+
+    text = " ".join(subprocess.run([sys.executable, "-m", "mn", "train", "--help"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    for name in (*DATASETS, "csv:<path>", *METHODS, *ALL_BACKBONES):
+        assert name in text, name
+    for command in ("train", "eval", "plot", "demo"):
+        for action in _subcommands()[command]._actions:
+            if action.dest != "help":
+                assert action.help and len(action.help) > 10, f"mn {command} {action.option_strings or action.dest}"
+
+
+def test_regression_summary_is_mean_and_std_over_folds_and_seeds(tmp_path, capsys):
+    assert main(["train", "--dataset", "diabetes", "--method", "vanilla", "--epochs", "2", "--folds", "3",
+                 "--seeds", "0", "1", "--out-dir", str(tmp_path), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    summary = records[-1]
+    values = [r["test_mse"] for r in records[:-1]]
+    assert len(values) == 6 and summary["event"] == "summary" and summary["n"] == 6
+    assert summary["mean"] == pytest.approx(statistics.fmean(values))
+    assert summary["std"] == pytest.approx(statistics.stdev(values)) and summary["std"] > 0
+    assert summary["over"] == "3 folds x 2 seeds"
+    for seed, cv in zip((0, 1), summary["cv_per_seed"]):
+        assert cv["std"] == pytest.approx(statistics.stdev(values[3 * seed:3 * seed + 3]))
+    line = captured.err.strip().splitlines()[-2]
+    assert line == (f"diabetes vanilla: test_mse {summary['mean']:.4f} ± {summary['std']:.4f} "
+                    f"(mean ± std over 3 folds x 2 seeds: seeds [0, 1])")
+
+
+def test_one_run_has_no_spread_to_report(tmp_path, capsys):
+    assert main(["train", "--dataset", "spirals", "--epochs", "1", "--max-steps-per-epoch", "1",
+                 "--out-dir", str(tmp_path), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.splitlines()[-1])
+    assert summary["n"] == 1 and "±" not in captured.err
+    assert f"spirals mn: test_accuracy {summary['mean']:.4f} (one run, seed 0: no spread to report)" in captured.err

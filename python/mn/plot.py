@@ -128,10 +128,9 @@ def plot_curves(run_dirs: list, out) -> dict:
                                "last": last})
     ax_loss.set(xlabel="epoch", ylabel="loss per example" + (" (MSE)" if metric == "mse" else " (cross-entropy)"),
                 title="loss")
-    ax_metric.set(xlabel="epoch", ylabel=f"validation {metric or 'metric'}" + (" (higher is better)" if
-                                                                                metric == "accuracy" else
-                                                                                " (lower is better)"),
-                  title=f"validation {metric or 'metric (no validation split)'}")
+    shown = {"accuracy": "accuracy", "mse": "MSE", None: "metric (no validation split)"}[metric]
+    better = {"accuracy": " (higher is better)", "mse": " (lower is better)", None: ""}[metric]
+    ax_metric.set(xlabel="epoch", ylabel=f"validation {shown}{better}", title=f"validation {shown}")
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
         if ax.get_lines():
