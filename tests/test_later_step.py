@@ -87,6 +87,28 @@ def test_adapted_logits_with_later_steps_gradcheck(backend):
     assert torch.autograd.gradcheck(fn, inputs + [alpha], fast_mode=True)
 
 
+def test_later_steps_beyond_the_kernels_feature_limit_run_on_torch(monkeypatch):
+    """A backend whose later-step kernels cannot take n features runs steps 2..T on the torch reference (step 1
+    still on its own kernels), with the same result."""
+    import dataclasses
+    calls = []
+    torch_later = BACKENDS["torch"].later_step
+
+    def spy(*args, **kw):
+        calls.append(args[0].shape[1])
+        return torch_later(*args, **kw)
+    picky = dataclasses.replace(BACKENDS["torch"], later_step=lambda *a, **kw: pytest.fail("fused later step ran"),
+                                later_rejects=lambda n, dtype: "test double" if n > 4 else None)
+    monkeypatch.setitem(BACKENDS, "torch", dataclasses.replace(BACKENDS["torch"], later_step=spy))
+    monkeypatch.setitem(BACKENDS, "picky", picky)
+    inputs = make_inputs(2, 6, 3, 5, seed=1)
+    alpha = make_alpha("scalar", 3, 5).detach()
+    got = mn.adapted_logits(*inputs, alpha, gamma=2.0, inner_steps=3, backend="picky")
+    assert calls == [5, 5]
+    torch.testing.assert_close(got, mn.adapted_logits(*inputs, alpha, gamma=2.0, inner_steps=3, backend="autograd"),
+                               **EXACT_FLOAT64)
+
+
 def test_backends_say_where_their_later_steps_run():
     assert BACKENDS["triton"].later_step is mn.triton_ops.later_step_triton
     assert BACKENDS["native"].later_step is None            # the torch reference runs them

@@ -45,6 +45,7 @@ and X it needs rather than storing B x S x C). The attention's log-normaliser co
 Dtypes as step 1 (mn_kernels/inner_gradient): dot operands in the input dtype, everything else in float32
 (float64 for float64 inputs). Files: ``forward.py``, ``backward.py``, ``configs.py``, ``launch.py``.
 """
+from .configs import max_features
 from .launch import later_step_bwd, later_step_fwd
 
-__all__ = ["later_step_fwd", "later_step_bwd"]
+__all__ = ["later_step_fwd", "later_step_bwd", "max_features"]

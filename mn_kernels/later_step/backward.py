@@ -7,13 +7,13 @@ import triton.language as tl
 from ..launching import autotune
 from ..tiles import attention, class_rows, keep_mask, key_tile
 from .configs import (
+    BWD_STATS_CONFIGS,
     ENTRY_CONFIGS,
     ENTRY_NAMES,
     ENTRY_SMALL,
-    ROW_CONFIGS,
+    QUERY_CONFIGS,
     ROW_NAMES,
     ROW_SMALL,
-    STATS_CONFIGS,
     STATS_NAMES,
     STATS_SMALL,
 )
@@ -32,7 +32,7 @@ def projected_rows(dg_ptr, hw_ptr, p_rnorm_ptr, ph, rows, cls, B, C, n, k):
     return (h - hw[:, None] * ph.to(h.dtype)) * rnorm[:, None]
 
 
-@autotune(STATS_NAMES, STATS_CONFIGS, STATS_SMALL, dtype_arg="ph_ptr")
+@autotune(STATS_NAMES, BWD_STATS_CONFIGS, STATS_SMALL, dtype_arg="ph_ptr")
 @triton.jit(do_not_specialize=["B"])
 def bwd_stats_kernel(ph_ptr, keys_ptr, k_rnorm_ptr, vT_ptr, tau_ptr, m_ptr, dg_ptr, hw_ptr, p_rnorm_ptr,
                      rdot_ptr, vx_ptr,
@@ -63,7 +63,7 @@ def bwd_stats_kernel(ph_ptr, keys_ptr, k_rnorm_ptr, vT_ptr, tau_ptr, m_ptr, dg_p
     tl.store(vx_ptr + tile, vx, mask=tile_mask)
 
 
-@autotune(ROW_NAMES, ROW_CONFIGS, ROW_SMALL)
+@autotune(ROW_NAMES, QUERY_CONFIGS, ROW_SMALL)
 @triton.jit(do_not_specialize=["B", "drop_threshold"])
 def bwd_query_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, vT_ptr, sigma_ptr, tau_ptr, lse_ptr, m_ptr, ce_ptr,
                      dg_ptr, hw_ptr, p_rnorm_ptr, rdot_ptr, vx_ptr, dL_ptr, D_ptr, dph_ptr, dzh_ptr,

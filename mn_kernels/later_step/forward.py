@@ -5,7 +5,7 @@ import triton.language as tl
 
 from ..launching import autotune
 from ..tiles import attention, class_rows, keep_mask, key_tile
-from .configs import ROW_CONFIGS, ROW_NAMES, ROW_SMALL, STATS_CONFIGS, STATS_NAMES, STATS_SMALL
+from .configs import FWD_CONFIGS, ROW_NAMES, ROW_SMALL, STATS_CONFIGS, STATS_NAMES, STATS_SMALL
 
 
 @triton.jit
@@ -47,7 +47,7 @@ def stats_kernel(ph_ptr, keys_ptr, k_rnorm_ptr, vT_ptr, sigma_ptr, tau_ptr, m_pt
     tl.store(ce_ptr + out, sigma[None, :] * m - vl, mask=mask)
 
 
-@autotune(ROW_NAMES, ROW_CONFIGS, ROW_SMALL)
+@autotune(ROW_NAMES, FWD_CONFIGS, ROW_SMALL)
 @triton.jit(do_not_specialize=["B", "drop_threshold"])
 def fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, p_rnorm_ptr, vT_ptr, sigma_ptr, tau_ptr, lse_ptr, m_ptr,
                ce_ptr, grad_ptr, loss_ptr, a_ptr,

@@ -7,6 +7,7 @@ from ..inner_gradient.launch import Setup
 from ..launching import multiprocessors
 from ..rownorm import normalize_rows, normalize_rows_bwd
 from .backward import bwd_entry_kernel, bwd_query_kernel, bwd_stats_kernel
+from .configs import max_features
 from .forward import fwd_kernel, stats_kernel
 
 
@@ -36,6 +37,9 @@ def later_step_fwd(z, keys, values, phi, tau, gamma: float, entry_dropout: float
     the one step 1 used. Returns, in the compute dtype, grad (B,C,n), inner_loss (B,), lse (B,) (the attention's
     log-normaliser), a (B,C) = phh_ic . U_ic, and the preparation (a list, ``LaterSetup.SAVED``): step 1's
     outputs, so that one op factory serves both."""
+    if z.shape[1] > max_features(z.dtype):
+        raise ValueError(f"z has n = {z.shape[1]} features; the later-step kernels take n <= "
+                         f"{max_features(z.dtype)} with {z.dtype} inputs")
     st = LaterSetup(z, keys, values, phi, tau, gamma, entry_dropout, seed)
     B, S, C, n = st.B, st.S, st.C, st.n
     vT = st.vT.contiguous()

@@ -30,6 +30,7 @@ class Backend:
     unavailable: Callable[[torch.device], str | None]   # the reason it cannot run there, or None
     later_step: Callable | None
     rejects: Callable[[int, torch.dtype], str | None] = lambda n, dtype: None   # n features it cannot take
+    later_rejects: Callable[[int, torch.dtype], str | None] = lambda n, dtype: None   # ... in its later steps
 
 
 def _always(device: torch.device) -> str | None:
@@ -40,7 +41,7 @@ BACKENDS: dict[str, Backend] = {
     "autograd": Backend("autograd", inner_gradient_autograd, _always, later_step=inner_gradient_autograd),
     "torch": Backend("torch", inner_gradient_torch, _always, later_step=inner_gradient_torch),
     "triton": Backend("triton", triton_ops.inner_gradient_triton, triton_ops.unavailable,
-                      later_step=triton_ops.later_step_triton,
+                      later_step=triton_ops.later_step_triton, later_rejects=triton_ops.later_rejects,
                       rejects=triton_ops.rejects),
     "native": Backend("native", native_ops.inner_gradient_native, native_ops.unavailable, later_step=None),
 }
