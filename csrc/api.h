@@ -68,6 +68,36 @@ int64_t op_workspace_size(Shape shape);
 void op_fwd_cpu(DType dtype, Shape shape, double gamma, Dropout drop, const OpFwdArgs& args, int num_threads);
 void op_bwd_cpu(DType dtype, Shape shape, double gamma, Dropout drop, const OpBwdArgs& args, int num_threads);
 
+// The later inner step on CPU (docs/design.md, "Later inner steps"), per-example weights: Python prepares the
+// normalised rows and the projection's host terms; the kernels do every O(B S C n) term. Compute dtype,
+// contiguous. zs (B x n) = gamma zh, kh (S x n), khT (n x S), ph (B x C x n) the normalised per-example weights,
+// p_rnorm (B x C) their reciprocal norms, vT (C x S) the values, sigma (S) their row sums, tau a scalar.
+struct LaterOperands {
+  const void *zs, *kh, *khT, *ph, *p_rnorm, *vT, *sigma, *tau;
+};
+
+struct LaterFwdArgs {
+  void *lse;   // out (B), as FwdArgs
+  void *grad;  // out (B x C x n): P_ic U_ic with each query's own projection
+  void *loss;  // out (B)
+  void *a;     // out (B x C): phh_ic . U_ic
+};
+
+// dU (B x C x n) = P_ic dgrad_ic, dL (B), D (B) = <grad_i, dgrad_i> + dL_i loss_i.
+struct LaterBwdArgs {
+  const void *lse, *dU, *dL, *D;
+  void *dzh;   // out (B x n): sum_j ds_ij kh_j (the caller multiplies by gamma)
+  void *dph;   // out (B x C x n): tau sum_j dl_ijc kh_j, the gradient of the normalised weights
+  void *dkh;   // out (S x n)
+  void *dv;    // out (S x C)
+  void *dtau;  // out (1)
+};
+
+void later_step_fwd_cpu(DType dtype, Shape shape, Dropout drop, const LaterOperands& ops, const LaterFwdArgs& args,
+                        int num_threads);
+void later_step_bwd_cpu(DType dtype, Shape shape, Dropout drop, const LaterOperands& ops, const LaterBwdArgs& args,
+                        int num_threads);
+
 #ifdef MN_WITH_CUDA
 void inner_gradient_fwd_cuda(DType dtype, Shape shape, Dropout drop, const FwdArgs& args, uintptr_t stream);
 void inner_gradient_bwd_cuda(DType dtype, Shape shape, Dropout drop, const BwdArgs& args, uintptr_t stream);

@@ -101,6 +101,33 @@ void op_bwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n
   mn::op_bwd_cpu(dt, {B, S, C, n}, gamma, dropout(seed_mix, threshold), args, num_threads);
 }
 
+mn::LaterOperands later_operands(uintptr_t zs, uintptr_t kh, uintptr_t khT, uintptr_t ph, uintptr_t p_rnorm,
+                                 uintptr_t vT, uintptr_t sigma, uintptr_t tau) {
+  return {ptr(zs), ptr(kh), ptr(khT), ptr(ph), ptr(p_rnorm), ptr(vT), ptr(sigma), ptr(tau)};
+}
+
+void later_fwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, uintptr_t seed_mix,
+               uint32_t threshold, uintptr_t zs, uintptr_t kh, uintptr_t khT, uintptr_t ph, uintptr_t p_rnorm,
+               uintptr_t vT, uintptr_t sigma, uintptr_t tau, uintptr_t lse, uintptr_t grad, uintptr_t loss,
+               uintptr_t a, int num_threads) {
+  const mn::DType dt = parse_dtype(dtype);
+  const auto ops = later_operands(zs, kh, khT, ph, p_rnorm, vT, sigma, tau);
+  const mn::LaterFwdArgs args{ptr(lse), ptr(grad), ptr(loss), ptr(a)};
+  py::gil_scoped_release release;
+  mn::later_step_fwd_cpu(dt, {B, S, C, n}, dropout(seed_mix, threshold), ops, args, num_threads);
+}
+
+void later_bwd(const std::string& dtype, int64_t B, int64_t S, int64_t C, int64_t n, uintptr_t seed_mix,
+               uint32_t threshold, uintptr_t zs, uintptr_t kh, uintptr_t khT, uintptr_t ph, uintptr_t p_rnorm,
+               uintptr_t vT, uintptr_t sigma, uintptr_t tau, uintptr_t lse, uintptr_t dU, uintptr_t dL, uintptr_t D,
+               uintptr_t dzh, uintptr_t dph, uintptr_t dkh, uintptr_t dv, uintptr_t dtau, int num_threads) {
+  const mn::DType dt = parse_dtype(dtype);
+  const auto ops = later_operands(zs, kh, khT, ph, p_rnorm, vT, sigma, tau);
+  const mn::LaterBwdArgs args{ptr(lse), ptr(dU), ptr(dL), ptr(D), ptr(dzh), ptr(dph), ptr(dkh), ptr(dv), ptr(dtau)};
+  py::gil_scoped_release release;
+  mn::later_step_bwd_cpu(dt, {B, S, C, n}, dropout(seed_mix, threshold), ops, args, num_threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -118,6 +145,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("op_fwd", &op_fwd,
         "The whole forward on CPU: grad (B x C x n), loss, lse (B), a (B x C) and the workspace. See csrc/api.h.");
   m.def("op_bwd", &op_bwd, "The whole backward on CPU: dz, dkeys, dvalues, dweight, dtau. See csrc/api.h.");
+  m.def("later_step_fwd", &later_fwd,
+        "The later inner step's forward on CPU: lse (B), grad (B x C x n), loss (B), a (B x C). See csrc/api.h.");
+  m.def("later_step_bwd", &later_bwd,
+        "The later inner step's backward on CPU: dzh (B x n, without gamma), dph, dkh, dv, dtau. See csrc/api.h.");
   m.def(
       "op_workspace_size",
       [](int64_t B, int64_t S, int64_t C, int64_t n) { return mn::op_workspace_size({B, S, C, n}); },

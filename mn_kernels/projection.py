@@ -28,3 +28,16 @@ def projection_bwd(dg, g, dL, inner_loss, wh, w_rnorm, a):
     dW = -w_rnorm * (hg.sum(0)[:, None] * wh + torch.einsum("bc,bcn->cn", hw, g)
                      + w_rnorm * (torch.einsum("bc,bcn->cn", a, dg) - (a * hw).sum(0)[:, None] * wh))
     return hw, D.contiguous(), dW
+
+
+def projection_bwd_per_example(dg, g, dL, inner_loss, ph, rnorm, a):
+    """`projection_bwd` for per-example weights (the later inner steps): ph (B, C, n) the normalised weights,
+    rnorm (B, C, 1) their reciprocal norms, a (B, C) = ph_ic . U_ic. Returns hw (B, C) = ph_ic . dg_ic, D (B,),
+    and the projection's own term of dphi (B, C, n), -[(dg . g) ph + hw g + a dU] / ||phi|| with
+    dU = (dg - hw ph) / ||phi||, per example (nothing is summed over the batch)."""
+    hw = torch.einsum("bcn,bcn->bc", ph, dg)
+    hg = torch.einsum("bcn,bcn->bc", dg, g)
+    D = hg.sum(1) + dL * inner_loss
+    au = (a * rnorm[..., 0])[..., None]
+    dW = (hg[..., None] * ph).add_(hw[..., None] * g).add_(au * dg).sub_(au * hw[..., None] * ph).mul_(-rnorm)
+    return hw.contiguous(), D.contiguous(), dW

@@ -13,7 +13,7 @@ from helpers import EXACT_FLOAT64, cotangents, make_alpha, make_inputs, shape_id
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FUSED_LATER = [pytest.param(b, marks=pytest.mark.skipif(mn.available_backends(DEVICE)[b] is not None,
                                                         reason=f"{b}: {mn.available_backends(DEVICE)[b]}"))
-               for b in ("triton",)]
+               for b in ("triton", "native")]
 # B = 1; S = 1, S below a tile and not a multiple of one; C = 2; n = 3; n above 16 and odd.
 ODD_SHAPES = [(1, 1, 2, 3), (1, 7, 2, 3), (3, 37, 5, 3), (2, 19, 3, 17)]
 
@@ -98,7 +98,7 @@ def test_later_steps_beyond_the_kernels_feature_limit_run_on_torch(monkeypatch):
         calls.append(args[0].shape[1])
         return torch_later(*args, **kw)
     picky = dataclasses.replace(BACKENDS["torch"], later_step=lambda *a, **kw: pytest.fail("fused later step ran"),
-                                later_rejects=lambda n, dtype: "test double" if n > 4 else None)
+                                later_rejects=lambda device, n, dtype: "test double" if n > 4 else None)
     monkeypatch.setitem(BACKENDS, "torch", dataclasses.replace(BACKENDS["torch"], later_step=spy))
     monkeypatch.setitem(BACKENDS, "picky", picky)
     inputs = make_inputs(2, 6, 3, 5, seed=1)
@@ -111,4 +111,7 @@ def test_later_steps_beyond_the_kernels_feature_limit_run_on_torch(monkeypatch):
 
 def test_backends_say_where_their_later_steps_run():
     assert BACKENDS["triton"].later_step is mn.triton_ops.later_step_triton
-    assert BACKENDS["native"].later_step is None            # the torch reference runs them
+    assert BACKENDS["native"].later_step is mn.native_ops.later_step_native
+    cuda = torch.device("cuda")
+    assert BACKENDS["native"].later_rejects(cuda, 8, torch.float32) == "the native later step has CPU kernels only"
+    assert BACKENDS["triton"].later_rejects(cuda, 513, torch.float32) is not None

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mn
+import mn_kernels.dropout
 from mn import native_ops
 
 from helpers import (
@@ -102,3 +103,25 @@ def test_gpu_native_agrees_with_triton():
         native, triton = outputs_and_grads(inputs, "native", cot, **kw), outputs_and_grads(inputs, "triton", cot, **kw)
     for name, a, b in zip(NAMES, native, triton):
         assert scaled_error(a, b) < 1e-4, f"{name}: {scaled_error(a, b):.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_later_step_thread_counts_give_bitwise_equal_results(dtype):
+    """The later step's query groups are a fixed partition reduced in order: 1 and 2 threads give the same bits."""
+    g = torch.Generator().manual_seed(3)
+    z, keys, values, _, tau = make_inputs(37, 300, 6, 33, dtype=dtype, seed=6)
+    phi = torch.randn(37, 6, 33, generator=g, dtype=torch.float64).to(dtype)
+    inputs = [t.requires_grad_() for t in (z, keys, values, phi, tau)]
+    dgrad, dloss = cotangents(37, 6, 33, dtype=dtype)
+    seed = mn_kernels.dropout.seed_mix_tensor(8, "cpu")
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            grad, loss = native_ops.later_step_native(*inputs, gamma=5.0, entry_dropout=0.25, seed=seed)
+            results.append([grad, loss, *torch.autograd.grad((grad * dgrad).sum() + (loss * dloss).sum(), inputs)])
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)

@@ -9,6 +9,8 @@ void fwd(DType, Shape, Dropout, const FwdArgs&, int);
 void bwd(DType, Shape, Dropout, const BwdArgs&, int);
 void op_fwd(DType, Shape, double, Dropout, const OpFwdArgs&, int);
 void op_bwd(DType, Shape, double, Dropout, const OpBwdArgs&, int);
+void later_fwd(DType, Shape, Dropout, const LaterOperands&, const LaterFwdArgs&, int);
+void later_bwd(DType, Shape, Dropout, const LaterOperands&, const LaterBwdArgs&, int);
 }  // namespace generic
 #ifdef MN_HAVE_AVX2
 namespace avx2 {
@@ -16,6 +18,8 @@ void fwd(DType, Shape, Dropout, const FwdArgs&, int);
 void bwd(DType, Shape, Dropout, const BwdArgs&, int);
 void op_fwd(DType, Shape, double, Dropout, const OpFwdArgs&, int);
 void op_bwd(DType, Shape, double, Dropout, const OpBwdArgs&, int);
+void later_fwd(DType, Shape, Dropout, const LaterOperands&, const LaterFwdArgs&, int);
+void later_bwd(DType, Shape, Dropout, const LaterOperands&, const LaterBwdArgs&, int);
 }  // namespace avx2
 #endif
 
@@ -60,6 +64,22 @@ void op_bwd_cpu(DType dtype, Shape shape, double gamma, Dropout drop, const OpBw
   if (use_avx2()) return avx2::op_bwd(dtype, shape, gamma, drop, args, num_threads);
 #endif
   generic::op_bwd(dtype, shape, gamma, drop, args, num_threads);
+}
+
+void later_step_fwd_cpu(DType dtype, Shape shape, Dropout drop, const LaterOperands& ops, const LaterFwdArgs& args,
+                        int num_threads) {
+#ifdef MN_HAVE_AVX2
+  if (use_avx2()) return avx2::later_fwd(dtype, shape, drop, ops, args, num_threads);
+#endif
+  generic::later_fwd(dtype, shape, drop, ops, args, num_threads);
+}
+
+void later_step_bwd_cpu(DType dtype, Shape shape, Dropout drop, const LaterOperands& ops, const LaterBwdArgs& args,
+                        int num_threads) {
+#ifdef MN_HAVE_AVX2
+  if (use_avx2()) return avx2::later_bwd(dtype, shape, drop, ops, args, num_threads);
+#endif
+  generic::later_bwd(dtype, shape, drop, ops, args, num_threads);
 }
 
 }  // namespace mn

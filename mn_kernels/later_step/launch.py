@@ -5,6 +5,7 @@ import triton
 
 from ..inner_gradient.launch import Setup
 from ..launching import multiprocessors
+from ..projection import projection_bwd_per_example
 from ..rownorm import normalize_rows, normalize_rows_bwd
 from .backward import bwd_entry_kernel, bwd_query_kernel, bwd_stats_kernel
 from .configs import max_features
@@ -65,15 +66,8 @@ def later_step_bwd(dgrad, dloss, z, keys, values, phi, tau, grad, inner_loss, ls
     vT = st.vT.contiguous()
     dg, g = dgrad.to(ct).contiguous(), grad.to(ct)
     dL = dloss.to(ct).contiguous()
-    ph = st.ph_op.to(ct).view(B, C, n)
-    rnorm = st.p_rnorm.view(B, C, 1)
-    hw = torch.einsum("bcn,bcn->bc", ph, dg).contiguous()                 # phh_ic . dg_ic
-    hg = torch.einsum("bcn,bcn->bc", dg, g)                               # dg_ic . g_ic
-    D = (hg.sum(1) + dL * inner_loss.to(ct)).contiguous()
-    # The projection's own term, per example: -[(dg . g) phh + hw g + a dU] / ||phi||, dU = (dg - hw phh) / ||phi||.
-    au = (a.to(ct) * rnorm[..., 0])[..., None]
-    dphi_proj = (hg[..., None] * ph).add_(hw[..., None] * g).add_(au * dg).sub_(au * hw[..., None] * ph)
-    dphi_proj.mul_(-rnorm)
+    hw, D, dphi_proj = projection_bwd_per_example(dg, g, dL, inner_loss.to(ct), st.ph_op.to(ct).view(B, C, n),
+                                                  st.p_rnorm.view(B, C, 1), a.to(ct))
     del g
 
     rdot = torch.empty(B, S, device=z.device, dtype=ct)

@@ -30,7 +30,8 @@ class Backend:
     unavailable: Callable[[torch.device], str | None]   # the reason it cannot run there, or None
     later_step: Callable | None
     rejects: Callable[[int, torch.dtype], str | None] = lambda n, dtype: None   # n features it cannot take
-    later_rejects: Callable[[int, torch.dtype], str | None] = lambda n, dtype: None   # ... in its later steps
+    later_rejects: Callable[[torch.device, int, torch.dtype], str | None] = lambda device, n, dtype: None
+    # ^ why its later steps cannot run there (they then run on `torch`), or None
 
 
 def _always(device: torch.device) -> str | None:
@@ -43,7 +44,8 @@ BACKENDS: dict[str, Backend] = {
     "triton": Backend("triton", triton_ops.inner_gradient_triton, triton_ops.unavailable,
                       later_step=triton_ops.later_step_triton, later_rejects=triton_ops.later_rejects,
                       rejects=triton_ops.rejects),
-    "native": Backend("native", native_ops.inner_gradient_native, native_ops.unavailable, later_step=None),
+    "native": Backend("native", native_ops.inner_gradient_native, native_ops.unavailable,
+                      later_step=native_ops.later_step_native, later_rejects=native_ops.later_rejects),
 }
 
 # Preference of `auto`, fastest first, per device type (measured: bench/results/). On CPU the Triton

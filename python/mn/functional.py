@@ -82,7 +82,7 @@ def _last_step(z, keys, values, weight, tau, alpha, *, gamma, inner_steps, entry
     check_dropout(entry_dropout, seed)
     check_positive("inner_steps", inner_steps, integer=True)
     first = get_backend(backend, z.device, z.shape[1], z.dtype)
-    fused_later = first.later_step is not None and first.later_rejects(z.shape[1], z.dtype) is None
+    fused_later = first.later_step is not None and first.later_rejects(z.device, z.shape[1], z.dtype) is None
     later = first.later_step if fused_later else BACKENDS["torch"].later_step
     options = dict(gamma=float(gamma), entry_dropout=float(entry_dropout),
                    seed=draw_seed(entry_dropout, seed, z.device))

@@ -31,7 +31,7 @@ from torch import Tensor
 from mn_kernels import dropout
 from mn_kernels.dtypes import compute_dtype
 from mn_kernels.entry_loss import entry_loss, entry_loss_bwd
-from mn_kernels.projection import project, projection_bwd
+from mn_kernels.projection import project, projection_bwd, projection_bwd_per_example
 from mn_kernels.rownorm import normalize_rows, normalize_rows_bwd
 
 from .fused_ops import register_fused_op
@@ -237,3 +237,99 @@ def _backward_generic(dgrad, dloss, z, keys, values, weight, tau, grad, inner_lo
 
 
 inner_gradient_native = register_fused_op("native", _forward, _backward, _fake_prepared)
+
+
+# ---------------------------------------------------------------------------------------------------- later steps
+class _LaterPrepared(NamedTuple):
+    """The later step's per-call preparation (CPU), handed from the forward op to the backward op."""
+    zs: Tensor          # (B, n) gamma zh, with 1 / max(||z||, eps) and the clamp flag, (B, 1) each
+    z_rnorm: Tensor
+    z_clamped: Tensor
+    kh: Tensor          # (S, n) and its transpose, with the keys' norm terms
+    khT: Tensor
+    k_rnorm: Tensor
+    k_clamped: Tensor
+    ph: Tensor          # (B*C, n) the normalised per-example weights, with their norm terms
+    p_rnorm: Tensor
+    p_clamped: Tensor
+    vT: Tensor          # (C, S) values, class-major, and sigma (S,) their row sums
+    sigma: Tensor
+    tau: Tensor         # (1,) in the compute dtype (a copy: outputs of a custom op may not alias its inputs)
+
+
+def _later_prepare(z, keys, values, phi, tau, gamma: float) -> _LaterPrepared:
+    ct = compute_dtype(z.dtype)
+    B, C, n = phi.shape
+    zh, z_rnorm, z_clamped = normalize_rows(z.to(ct))
+    kh, k_rnorm, k_clamped = normalize_rows(keys.to(ct))
+    ph, p_rnorm, p_clamped = normalize_rows(phi.reshape(B * C, n).to(ct))
+    v = values.to(ct)
+    return _LaterPrepared((gamma * zh).contiguous(), z_rnorm, z_clamped, kh.contiguous(),
+                          kh.t().clone(memory_format=torch.contiguous_format), k_rnorm, k_clamped, ph.contiguous(),
+                          p_rnorm, p_clamped, v.t().clone(memory_format=torch.contiguous_format), v.sum(1),
+                          tau.reshape(1).to(ct, copy=True))
+
+
+def _later_operand_ptrs(prep: _LaterPrepared, shape: tuple) -> list[int]:
+    B, S, C, n = shape
+    named = dict(zs=prep.zs, kh=prep.kh, khT=prep.khT, ph=prep.ph, p_rnorm=prep.p_rnorm, vT=prep.vT,
+                 sigma=prep.sigma, tau=prep.tau)
+    shapes = dict(zs=(B, n), kh=(S, n), khT=(n, S), ph=(B * C, n), p_rnorm=(B * C, 1), vT=(C, S), sigma=(S,),
+                  tau=(1,))
+    return _kernel_args(named, prep.zs.dtype, prep.zs.device, shapes)
+
+
+def _later_forward(z, keys, values, phi, tau, gamma: float, entry_dropout: float, seed: Tensor | None):
+    """The later step's forward on CPU: one call of mn._C's later_step_fwd around the torch preparation."""
+    if z.device.type != "cpu":
+        raise ValueError(f"the native later step runs on CPU only, got {z.device}")
+    prep = _later_prepare(z, keys, values, phi, tau, gamma)
+    (B, n), (S, C), ct = z.shape, values.shape, prep.zs.dtype
+    new = functools.partial(torch.empty, dtype=ct, device=z.device)
+    lse, grad, loss, a = new(B), new(B, C, n), new(B), new(B, C)
+    ptrs = _later_operand_ptrs(prep, (B, S, C, n))
+    outs = _kernel_args(dict(lse=lse, grad=grad, loss=loss, a=a), ct, z.device,
+                        dict(lse=(B,), grad=(B, C, n), loss=(B,), a=(B, C)))
+    _extension().later_step_fwd(_dtype_name(ct), B, S, C, n, *_dropout_args(entry_dropout, seed, z.device), *ptrs,
+                                *outs, torch.get_num_threads())
+    return grad, loss, lse, a, list(prep)
+
+
+def _later_backward(dgrad, dloss, z, keys, values, phi, tau, grad, inner_loss, lse, a, prepared, gamma: float,
+                    entry_dropout: float, seed: Tensor | None):
+    """The later step's backward on CPU: the per-example projection's host terms, one call of mn._C's
+    later_step_bwd, and the normalisations' backward."""
+    prep = _LaterPrepared(*prepared)
+    (B, n), (S, C), ct = z.shape, values.shape, prep.zs.dtype
+    dg, dL = dgrad.to(ct), dloss.to(ct).contiguous()
+    ph, rnorm = prep.ph.view(B, C, n), prep.p_rnorm.view(B, C, 1)
+    hw, D, dphi_proj = projection_bwd_per_example(dg, grad.to(ct), dL, inner_loss.to(ct), ph, rnorm, a.to(ct))
+    dU = (dg - hw[..., None] * ph).mul_(rnorm).contiguous()
+    new = functools.partial(torch.empty, dtype=ct, device=z.device)
+    dzh, dph, dkh, dv, dtau = new(B, n), new(B, C, n), new(S, n), new(S, C), new(1)
+    ptrs = _later_operand_ptrs(prep, (B, S, C, n))
+    arrays = _kernel_args(dict(lse=lse, dU=dU, dL=dL, D=D, dzh=dzh, dph=dph, dkh=dkh, dv=dv, dtau=dtau), ct,
+                          z.device, dict(lse=(B,), dU=(B, C, n), dL=(B,), D=(B,), dzh=(B, n), dph=(B, C, n),
+                                         dkh=(S, n), dv=(S, C), dtau=(1,)))
+    _extension().later_step_bwd(_dtype_name(ct), B, S, C, n, *_dropout_args(entry_dropout, seed, z.device), *ptrs,
+                                *arrays, torch.get_num_threads())
+    dz = normalize_rows_bwd(z.to(ct), prep.z_rnorm, prep.z_clamped, gamma * dzh)
+    dkeys = normalize_rows_bwd(keys.to(ct), prep.k_rnorm, prep.k_clamped, dkh, out=dkh)
+    dphi = normalize_rows_bwd(phi.reshape(B * C, n).to(ct), prep.p_rnorm, prep.p_clamped, dph.view(B * C, n))
+    dphi = dphi.view(B, C, n).add_(dphi_proj)
+    return (dz.to(z.dtype), dkeys.to(keys.dtype), dv.to(values.dtype), dphi.to(phi.dtype),
+            dtau.reshape(tau.shape).to(tau.dtype))
+
+
+def _later_fake_prepared(z, keys, values, phi, tau, gamma, entry_dropout, seed):
+    return list(_later_prepare(z, keys, values, phi, tau, gamma))
+
+
+later_step_native = register_fused_op("native", _later_forward, _later_backward, _later_fake_prepared,
+                                      op="later_step")
+
+
+def later_rejects(device: torch.device, n: int, dtype: torch.dtype) -> str | None:
+    """Why the native later step cannot run there, or None: it has CPU kernels only (on CUDA, steps 2..T run on
+    the `torch` reference); it takes any n."""
+    return None if device.type == "cpu" else "the native later step has CPU kernels only"

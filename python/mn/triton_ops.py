@@ -53,7 +53,7 @@ def rejects(n: int, dtype: torch.dtype) -> str | None:
     return None if n <= limit else f"the Triton kernels take n <= {limit} with {dtype} inputs"
 
 
-def later_rejects(n: int, dtype: torch.dtype) -> str | None:
+def later_rejects(device: torch.device, n: int, dtype: torch.dtype) -> str | None:
     """Why the later-step kernels cannot take n features of `dtype`, or None (steps 2..T then run on `torch`)."""
     from mn_kernels.later_step import max_features
     limit = max_features(dtype)
