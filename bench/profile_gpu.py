@@ -5,7 +5,7 @@ For one config and input dtype: the chosen autotune config of each Triton kernel
 (registers per thread, spilled bytes, shared memory, warps), then a torch.profiler table of every device
 kernel of the step (Triton and the surrounding torch ops) sorted by time, with its share of the step.
 
-    python bench/profile_gpu.py [--config 128,10000,100,256] [--dtype float32|bfloat16] [--out FILE.md]
+    python bench/profile_gpu.py [--config 128,10000,100,256] [--dtype float32 [bfloat16]] [--out FILE.md]
 
 Without a GPU it runs on the CPU through Triton's interpreter (a dry run: tiny configs, CPU op times only,
 no compiled-kernel resources) -- how bench/gpu_check.sh is checked before it spends GPU time.
@@ -69,7 +69,8 @@ def device_time_us(event) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--dtype", nargs="+", choices=("float32", "bfloat16"), default=["float32"],
+                        help="input dtypes, one table each (one process: the second finds the kernels compiled)")
     parser.add_argument("--steps", type=int, default=10, help="profiled steps (after 3 untimed ones)")
     parser.add_argument("--out", help="also append the tables to this file")
     args = parser.parse_args(argv)
@@ -78,7 +79,12 @@ def main(argv=None) -> None:
     launched = record_launches(kernels)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.set_float32_matmul_precision("high")          # TF32 dots, as in bench_gpu.py's "triton tf32" row
-    (z, keys, values, weight, tau, alpha), target = make_head_inputs(B, S, C, n, getattr(torch, args.dtype))
+    for dtype in args.dtype:
+        profile_one(kernels, launched, B, S, C, n, dtype, args.steps, args.out)
+
+
+def profile_one(kernels, launched, B, S, C, n, dtype, steps, out) -> None:
+    (z, keys, values, weight, tau, alpha), target = make_head_inputs(B, S, C, n, getattr(torch, dtype))
 
     def step():
         logits = mn.adapted_logits(z, keys, values, weight, tau, alpha, gamma=5.0, backend="triton")
@@ -88,7 +94,7 @@ def main(argv=None) -> None:
         step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
     with profile(activities=activities) as prof:
-        for _ in range(args.steps):
+        for _ in range(steps):
             step()
         if DEVICE == "cuda":
             torch.cuda.synchronize()
@@ -96,19 +102,19 @@ def main(argv=None) -> None:
     events.sort(key=device_time_us, reverse=True)
     total = sum(device_time_us(e) for e in events)
     where = "device" if DEVICE == "cuda" else "CPU (dry run)"
-    lines = [f"## B={B} S={S} C={C} n={n}, {args.dtype} inputs, {args.steps} steps on "
+    lines = [f"## B={B} S={S} C={C} n={n}, {dtype} inputs, {steps} steps on "
              f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'CPU'} (torch {torch.__version__})", "",
              *resources_table(kernels, launched), "",
-             f"{where} time per step: {total / args.steps / 1000:.3f} ms", "",
+             f"{where} time per step: {total / steps / 1000:.3f} ms", "",
              "| kernel / op | calls per step | ms per step | share |", "| --- | --- | --- | --- |"]
     for e in events[:25]:
         t = device_time_us(e)
-        lines.append(f"| `{e.key[:90]}` | {e.count / args.steps:g} | {t / args.steps / 1000:.3f} | "
+        lines.append(f"| `{e.key[:90]}` | {e.count / steps:g} | {t / steps / 1000:.3f} | "
                      f"{100 * t / total:.1f}% |")
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
+    if out:
+        with open(out, "a") as f:
             f.write(text + "\n")
 
 
