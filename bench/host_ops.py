@@ -41,9 +41,9 @@ class OpCounter(TorchDispatchMode):
         return out
 
 
-def count(backend: str, B: int, S: int, C: int, n: int):
+def count(backend: str, B: int, S: int, C: int, n: int, inner_steps: int = 1):
     torch.manual_seed(0)
-    head = mn.MetaNeighborhoodsHead(n, C, num_entries=S, backend=backend, entry_dropout=0.5)
+    head = mn.MetaNeighborhoodsHead(n, C, num_entries=S, backend=backend, entry_dropout=0.5, inner_steps=inner_steps)
     z, y = torch.randn(B, n, requires_grad=True), torch.randint(0, C, (B,))
     loss = F.cross_entropy(head(z), y)
     loss.backward()                                      # warm-up: autotuning, first-call paths
@@ -60,16 +60,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="16,64,10,32", help="B,S,C,n")
     parser.add_argument("--backends", nargs="+", default=["triton", "native", "torch"])
+    parser.add_argument("--inner-steps", type=int, nargs="+", default=[1])
     parser.add_argument("--detail", action="store_true", help="list the ops")
     args = parser.parse_args(argv)
     mn.set_value_checks(False)
     B, S, C, n = (int(v) for v in args.config.split(","))
-    print("| backend | forward ops | backward ops |\n| --- | --- | --- |")
+    print("| backend | inner steps | forward ops | backward ops |\n| --- | --- | --- | --- |")
     for backend in args.backends:
-        fwd, bwd = count(backend, B, S, C, n)
-        print(f"| {backend} | {sum(fwd.values())} | {sum(bwd.values())} |")
-        if args.detail:
-            print("  forward:", dict(fwd.most_common()), "\n  backward:", dict(bwd.most_common()))
+        for steps in args.inner_steps:
+            fwd, bwd = count(backend, B, S, C, n, steps)
+            print(f"| {backend} | {steps} | {sum(fwd.values())} | {sum(bwd.values())} |")
+            if args.detail:
+                print("  forward:", dict(fwd.most_common()), "\n  backward:", dict(bwd.most_common()))
 
 
 if __name__ == "__main__":
