@@ -25,10 +25,11 @@
 # config, so a cut here loses least); ncu last (the slowest per kernel, and the tool most likely to fail on
 # an unknown runtime).
 #
-# Time limits (seconds; the env var of each): T_VERSIONS 20, T_INSTALL 75, T_BENCH 120, T_SWEEP 45,
-# T_ABLATE 70, T_PROFILE 25, T_GRAPH 25, T_TESTS 60, T_NCU 40: 480 s in all, the 8 minutes. On top, no step
-# runs past GPU_CHECK_TOTAL_S (480) from the start: a slow step shortens the ones after it. Each Python step
-# gets a budget (MN_BENCH_BUDGET_S) below its limit, so it stops starting measurements and ends on its own.
+# Time limits (seconds; the env var of each): T_INSTALL 75, T_BENCH 120, T_SWEEP 45, T_ABLATE 70,
+# T_PROFILE 25, T_GRAPH 25, T_TESTS 60, T_NCU 40: 460 s, and 20 s for the versions (each tool call under its
+# own timeout) and the gaps between steps: 480 s, the 8 minutes. On top, no step runs past
+# GPU_CHECK_TOTAL_S (480) from the start: a slow step shortens the ones after it. Each Python step gets a
+# budget (MN_BENCH_BUDGET_S) below its limit, so it stops starting measurements and ends on its own.
 #
 # Dry run here (CPU, Triton interpreter, tiny configs; tests/test_gpu_check.py runs it in CI):
 #   OUT=/tmp/gpu-dry GPU_CHECK_INSTALL=0 CHECK_CONFIG=4,40,3,8 BENCH_CONFIGS=4,40,3,8 SWEEP_EXTRA=2 \
@@ -66,9 +67,9 @@ note() { echo "$*" | tee -a "$LOG"; }
 # The card's state as found (clocks, temperature, power, throttling): one query per field group, since one
 # unknown field name makes nvidia-smi print nothing.
 gpu_state() {
-  nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv 2>&1
-  nvidia-smi --query-gpu=clocks_event_reasons.active --format=csv 2> /dev/null \
-    || nvidia-smi --query-gpu=clocks_throttle_reasons.active --format=csv 2>&1
+  timeout 10 nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv 2>&1
+  timeout 10 nvidia-smi --query-gpu=clocks_event_reasons.active --format=csv 2> /dev/null \
+    || timeout 10 nvidia-smi --query-gpu=clocks_throttle_reasons.active --format=csv 2>&1
 }
 elapsed() { echo $((SECONDS - START)); }
 
@@ -80,14 +81,15 @@ run_step() {
   shift 3
   local left=$((TOTAL - $(elapsed)))
   ((limit > left)) && limit=$left
-  if ((limit < 8)); then
+  if ((left < 8)); then
     note "== $name: skipped: out of time ($left s of $TOTAL s left)"
     RC=124
     return 1
   fi
   note "== $name: start at +$(elapsed) s, limit $limit s"
   local t0=$SECONDS
-  MN_BENCH_BUDGET_S=$((limit - limit / 8 - 5)) timeout -k 5 "$limit" "$@" 2>&1 | cap "$sink"
+  MN_BENCH_BUDGET_S=$((limit - limit / 8 - 5 > 1 ? limit - limit / 8 - 5 : 1)) timeout -k 5 "$limit" "$@" 2>&1 \
+    | cap "$sink"
   RC=${PIPESTATUS[0]}
   local how=""
   ((RC == 124 || RC == 137)) && how=" (cut at its time limit: what it wrote so far is kept)"
@@ -117,14 +119,14 @@ NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/
   date -u
   uname -srm
   if command -v nvidia-smi > /dev/null; then
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+    timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
     gpu_state
   else
     echo "no nvidia-smi"
   fi
   timeout 15 "$PY" -c "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
-  command -v nvcc > /dev/null && nvcc --version | tail -2
-  [ -n "$NCU" ] && echo "ncu: $NCU $("$NCU" --version 2>&1 | tail -1)"
+  command -v nvcc > /dev/null && timeout 10 nvcc --version | tail -2
+  [ -n "$NCU" ] && echo "ncu: $NCU $(timeout 10 "$NCU" --version 2>&1 | tail -1)"
   git log -1 --format='commit %H %s' 2> /dev/null || echo "commit: no git here"
   git status --short 2> /dev/null | head -20
   echo "gpu: $GPU; check config $CONFIG; total $TOTAL s"
@@ -133,15 +135,16 @@ cat "$LOG"
 
 # 2. The GPU build of mn._C (CMake + nvcc), for this machine's architecture only to save time. Meanwhile
 # (GPU only: the interpreter compiles nothing) two background processes compile every autotune candidate and
-# every ablation variant at the check config into Triton's on-disk cache, in threads, so that the table's
-# autotuning, the sweep and the ablation find their binaries there instead of compiling one by one.
+# every ablation variant at the check config into Triton's on-disk cache, in threads (6 each, niced: the
+# build comes first), so that the table's autotuning, the sweep and the ablation find their binaries there
+# instead of compiling one by one.
 WARM=()
 if ((GPU)); then
   note "== warm-up: compiling candidates and ablation variants in the background, limit ${T_INSTALL:-75} s"
   for script in "bench/sweep_gpu.py --extra 0" bench/ablate_gpu.py; do
     # shellcheck disable=SC2086
-    MN_BENCH_BUDGET_S=$((${T_INSTALL:-75} - 10)) timeout -k 5 "${T_INSTALL:-75}" \
-      "$PY" $script --config "$CONFIG" --precompile >> "$LOG" 2>&1 &
+    MN_BENCH_BUDGET_S=$((${T_INSTALL:-75} - 10)) MN_PRECOMPILE_THREADS=6 timeout -k 5 "${T_INSTALL:-75}" \
+      nice -n 10 "$PY" $script --config "$CONFIG" --precompile >> "$LOG" 2>&1 &
     WARM+=($!)
   done
 fi

@@ -177,10 +177,11 @@ def precompile(jobs, workers: int | None = None, deadline: float | None = None) 
     """Compiles ahead, in threads: each job is a callable that launches with warmup=True (compile only, into
     Triton's on-disk cache, so the timed launches that follow find their binary there). Triton's compiler
     passes and ptxas run outside the GIL for the most part, so threads overlap compiles. Errors are left for
-    the real launch to report. Returns (compiled, failed)."""
+    the real launch to report. Threads: `workers`, else $MN_PRECOMPILE_THREADS, else one per core but one.
+    Returns (compiled, failed)."""
     if not jobs:
         return 0, 0
-    workers = workers or max(1, min(16, (os.cpu_count() or 2) - 1))
+    workers = workers or int(os.environ.get("MN_PRECOMPILE_THREADS", 0)) or max(1, min(16, (os.cpu_count() or 2) - 1))
     done = failed = 0
     pool = concurrent.futures.ThreadPoolExecutor(workers)
     futures = [pool.submit(job) for job in jobs]                 # submitted in order: the first finish first
