@@ -247,7 +247,8 @@ def main(argv=None) -> None:
     emit("- each kernel variant launched alone with one head step's real arguments and the kernel's first GPU "
          "config; ms = median of triton.testing.do_bench; `vs base` = variant - base (negative: the removed stage's "
          "cost; positive for a doubled stage: its cost where it is on the critical path). Variants compute wrong "
-         "values by design.")
+         "values by design. An edit also changes register allocation: compare `regs` / `spills` with the base's "
+         "before reading a difference as the stage's cost.")
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--precompile"],
                              stdout=subprocess.DEVNULL)
     try:
@@ -260,12 +261,12 @@ def main(argv=None) -> None:
         emit(f"- {len(rows)} (variant, dtype) timings planned; budget "
              f"{'none' if args.budget_s is None else f'{args.budget_s:.0f} s'}")
         emit("")
-        emit("| kernel | dtype | variant | change | ms | vs base ms | vs base | note |")
-        emit("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        emit("| kernel | dtype | variant | change | ms | vs base ms | vs base | regs | spills | note |")
+        emit("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         base = {}
         for k, (kernel, variant, dtype) in enumerate(rows):
             if budget.spent(reserve=2.0):
-                emit(f"| - | - | stopped: time budget spent, {len(rows) - k} timings not measured | | | | | |")
+                emit(f"| - | - | stopped: time budget spent, {len(rows) - k} timings not measured | | | | | | | |")
                 break
             name, what, _ = variant
             label = kl.LABEL[dtype]
@@ -273,28 +274,30 @@ def main(argv=None) -> None:
             config = launch.tuner.gpu_configs[0]
             if variant is BASE:                               # the production kernel itself, for reference
                 try:
+                    regs, spills, _ = kl.resources(launch.run(config))
                     ms = kl.time_ms(lambda launch=launch, config=config: launch.run(config))
-                    emit(f"| {kernel} | {label} | production | mn_kernels' own jitted kernel | {ms:.4f} | | | |")
+                    emit(f"| {kernel} | {label} | production | mn_kernels' own jitted kernel | {ms:.4f} | | | "
+                         f"{regs} | {spills} | |")
                 except Exception as exc:                      # noqa: BLE001
-                    emit(f"| {kernel} | {label} | production | mn_kernels' own jitted kernel | failed | | | "
+                    emit(f"| {kernel} | {label} | production | mn_kernels' own jitted kernel | failed | | | | | "
                          f"{kl.short_error(exc)} |")
             fn = built[kernel, name]
             if isinstance(fn, str):
-                emit(f"| {kernel} | {label} | {name} | {what} | - | | | {fn.replace('|', '/')} |")
+                emit(f"| {kernel} | {label} | {name} | {what} | - | | | | | {fn.replace('|', '/')} |")
                 continue
             try:
-                launch.run(config, fn=fn)
+                regs, spills, _ = kl.resources(launch.run(config, fn=fn))
                 kl.synchronize()
                 ms = kl.time_ms(lambda launch=launch, config=config, fn=fn: launch.run(config, fn=fn))
             except Exception as exc:                          # noqa: BLE001 (a failed variant is a result)
-                emit(f"| {kernel} | {label} | {name} | {what} | failed | | | {kl.short_error(exc)} |")
+                emit(f"| {kernel} | {label} | {name} | {what} | failed | | | | | {kl.short_error(exc)} |")
                 continue
             if variant is BASE:
                 base[kernel, dtype] = ms
             ref = base.get((kernel, dtype))
             delta = f"{ms - ref:+.4f}" if ref else "-"
             share = f"{100 * (ms - ref) / ref:+.0f}%" if ref else "-"
-            emit(f"| {kernel} | {label} | {name} | {what} | {ms:.4f} | {delta} | {share} | |")
+            emit(f"| {kernel} | {label} | {name} | {what} | {ms:.4f} | {delta} | {share} | {regs} | {spills} | |")
         emit("")
         emit(f"- took {budget.elapsed():.0f} s")
     finally:
