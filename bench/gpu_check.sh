@@ -185,7 +185,7 @@ py_step "graph replay" "${T_GRAPH:-25}" "$OUT/gpu-graph.md" \
 # tolerances, races, S = 1e6, the CUDA-graph recipe); one config per kernel (MN_AUTOTUNE=0): tuning each test
 # shape would cost more than the tests. Parallel workers (pytest-xdist) where installed: compiling dominates.
 TESTS=(tests/test_fused.py tests/test_precision.py tests/test_triton.py tests/test_native.py
-  tests/test_kernels_inner_gradient.py tests/test_autocast.py tests/test_host_sync.py
+  tests/test_kernels_inner_gradient.py tests/test_later_step.py tests/test_autocast.py tests/test_host_sync.py
   tests/test_analysis_figures.py::test_figures_on_cuda_agree_with_cpu)
 echo "# GPU tests: pytest ${TESTS[*]} (MN_AUTOTUNE=0)" > "$OUT/gpu-tests.txt"
 if ((GPU)); then
