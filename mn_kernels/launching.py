@@ -55,7 +55,7 @@ def autotune(names, candidates, small, dtype_arg: str = "zh_ptr"):
 
     gpu_configs = [config(c) for c in candidates] + [config(small)]
     if INTERPRET:
-        tiny = {"BLOCK_B": 16, "BLOCK_C": 4, "BLOCK_S": 16}
+        tiny = {"BLOCK_B": 16, "BLOCK_C": 4, "BLOCK_S": 16, "BLOCK_CC": 16}
         tune = triton.autotune(configs=[triton.Config({k: tiny[k] for k in names}, num_warps=1, num_stages=1)],
                                key=KEY)
     else:

@@ -1,15 +1,17 @@
 """Host side of the inner-gradient kernels: the per-call preparation, the launches, and the O(S C n + B C n) math
 around them (row norms, the per-entry loss, the projection), all from the shared modules of mn_kernels."""
+import functools
+
 import torch
 import triton
 
 from .. import dropout
 from ..dtypes import compute_dtype, dot_precision
-from ..entry_loss import entry_loss, entry_loss_bwd
 from ..launching import max_features, multiprocessors, operand_dtype
 from ..projection import projection_bwd
-from ..rownorm import normalize_rows, normalize_rows_bwd, row_rnorm
+from ..rownorm import normalize_rows, normalize_rows_bwd
 from .backward import bwd_kernel
+from .entries import entry_bwd_kernel, entry_fwd_kernel
 from .forward import fwd_kernel, lse_kernel
 
 
@@ -20,12 +22,13 @@ class Setup:
     (``saved=``) instead of recomputing them: O(B n + C n + S C) memory between the two, and the backward's
     host work shrinks by the normalisations and the per-entry softmax."""
 
-    SAVED = ("zs_op", "z_rnorm", "z_clamped", "wh", "w_rnorm", "w_clamped", "k_rnorm", "k_clamped", "sigma", "ce",
-             "deltaT")
+    SAVED = ("zs_op", "z_rnorm", "z_clamped", "wh", "w_rnorm", "w_clamped", "k_rnorm", "sigma", "ce", "deltaT")
     PER_EXAMPLE = False         # the weight is shared (C, n); the later-step op's subclass takes (B, C, n)
 
-    def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None):
-        """seed: the seed's part of the dropout hash, a 0-d int64 tensor on z's device (None without dropout)."""
+    def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None, launch=True):
+        """seed: the seed's part of the dropout hash, a 0-d int64 tensor on z's device (None without dropout).
+        launch=False allocates what the preparation's kernels would fill without running them (fake tensors)."""
+        self.launch = launch
         for name, t in (("keys", keys), ("values", values), ("weight", weight), ("tau", tau)):
             if t.dtype != z.dtype or t.device != z.device:
                 raise ValueError(f"{name} must have z's dtype {z.dtype} and device {z.device}, "
@@ -69,16 +72,22 @@ class Setup:
         self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=threshold > 0, PRECISION=dot_precision(z.dtype))
 
     def _prepare(self, z, weight):
-        self._prepare_attention(z)
+        self._prepare_queries(z)
         self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(self.ct))
-        self.sigma, self.ce, self.deltaT = entry_loss(self.keys, self.k_rnorm, self.wh, self.vT, self.tau)
+        # The keys' norms and the per-entry terms (mn_kernels/entry_loss.py) in one kernel.
+        S, C, new = self.S, self.C, functools.partial(torch.empty, device=z.device, dtype=self.ct)
+        self.k_rnorm, self.sigma, self.ce, self.deltaT = new(S), new(S), new(S), new(C, S)
+        if self.launch:
+            grid = lambda meta: (triton.cdiv(S, meta["BLOCK_S"]),)  # noqa: E731
+            entry_fwd_kernel[grid](self.keys, self.wh, self.vT.contiguous(), self.tau, self.k_rnorm, self.sigma,
+                                   self.ce, self.deltaT, S, C, self.n, s_bucket=triton.next_power_of_2(S),
+                                   BLOCK_N=max(16, triton.next_power_of_2(self.n)), PRECISION=dot_precision(z.dtype))
 
-    def _prepare_attention(self, z):
-        """The queries' and keys' part: what the attention needs, in every op."""
+    def _prepare_queries(self, z):
+        """The queries' part of the attention: gamma zh as the dot operand, and the norm terms of z."""
         zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(self.ct))
         # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
         self.zs_op = (self.gamma * zh).to(self.op_dtype).contiguous()
-        self.k_rnorm, self.k_clamped = row_rnorm(self.keys, self.ct)
 
     def saved(self) -> list:
         """The tensors the backward takes back (``SAVED``, in order)."""
@@ -159,9 +168,15 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     dzh = st.gamma * dzh_part.sum(0)
     del dzh_part
 
-    dv, dtau, dwh = entry_loss_bwd(st.keys, st.k_rnorm, st.wh, st.vT, st.sigma, st.tau, ddeltaT, dce, dkh)
+    # The per-entry backward, and the keys' normalisation backward in dkh's storage, in one kernel.
+    dv = torch.empty(S, C, device=z.device, dtype=ct)
+    dwh_part = torch.empty(programs, C, n, device=z.device, dtype=ct)
+    dtau_part = torch.empty(programs, device=z.device, dtype=ct)
+    entry_bwd_kernel[(programs,)](st.keys, st.wh, st.vT.contiguous(), st.tau, st.sigma, ddeltaT, dce, dkh, dv,
+                                  dwh_part, dtau_part, S, C, n, s_bucket=st.consts["s_bucket"], BLOCK_N=st.block_n,
+                                  PRECISION=st.meta["PRECISION"])
     dz = normalize_rows_bwd(z.to(ct), st.z_rnorm, st.z_clamped, dzh)
-    dkeys = normalize_rows_bwd(st.keys.to(ct), st.k_rnorm, st.k_clamped, dkh, out=dkh)
-    dweight = normalize_rows_bwd(weight.to(ct), st.w_rnorm, st.w_clamped, dwh) + dW_proj
+    dweight = normalize_rows_bwd(weight.to(ct), st.w_rnorm, st.w_clamped, dwh_part.sum(0)) + dW_proj
+    dkeys, dtau = dkh, dtau_part.sum()
     dt = z.dtype
     return dz.to(dt), dkeys.to(dt), dv.to(dt), dweight.to(dt), dtau.to(dt)

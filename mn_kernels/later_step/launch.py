@@ -6,7 +6,7 @@ import triton
 from ..inner_gradient.launch import Setup
 from ..launching import multiprocessors
 from ..projection import projection_bwd_per_example
-from ..rownorm import normalize_rows, normalize_rows_bwd
+from ..rownorm import normalize_rows, normalize_rows_bwd, row_rnorm
 from .backward import bwd_entry_kernel, bwd_query_kernel, bwd_stats_kernel
 from .configs import max_features
 from .forward import fwd_kernel, stats_kernel
@@ -22,7 +22,8 @@ class LaterSetup(Setup):
     PER_EXAMPLE = True
 
     def _prepare(self, z, weight):
-        self._prepare_attention(z)
+        self._prepare_queries(z)
+        self.k_rnorm, self.k_clamped = row_rnorm(self.keys, self.ct)
         B, C, n = weight.shape
         ph, self.p_rnorm, self.p_clamped = normalize_rows(weight.reshape(B * C, n).to(self.ct))
         self.ph_op = ph.to(self.op_dtype).contiguous()

@@ -85,7 +85,8 @@ class KernelsSkipped:
         self.sms = sms
 
     # (launcher module, its kernels) of every Triton op
-    KERNELS = (("mn_kernels.inner_gradient.launch", ("lse_kernel", "fwd_kernel", "bwd_kernel")),
+    KERNELS = (("mn_kernels.inner_gradient.launch", ("lse_kernel", "fwd_kernel", "bwd_kernel", "entry_fwd_kernel",
+                                                     "entry_bwd_kernel")),
                ("mn_kernels.later_step.launch", ("stats_kernel", "fwd_kernel", "bwd_stats_kernel",
                                                  "bwd_query_kernel", "bwd_entry_kernel")))
 

@@ -69,7 +69,7 @@ def _backward(*args):
 
 
 def _fake_prepared(z, keys, values, weight, tau, gamma, entry_dropout, seed):
-    return _kernels().launch.Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed).saved()  # torch ops only
+    return _kernels().launch.Setup(z, keys, values, weight, tau, gamma, entry_dropout, seed, launch=False).saved()
 
 
 inner_gradient_triton = register_fused_op("triton", _forward, _backward, _fake_prepared)
@@ -84,7 +84,8 @@ def _later_backward(*args):
 
 
 def _later_fake_prepared(z, keys, values, phi, tau, gamma, entry_dropout, seed):
-    return _later_kernels().launch.LaterSetup(z, keys, values, phi, tau, gamma, entry_dropout, seed).saved()
+    return _later_kernels().launch.LaterSetup(z, keys, values, phi, tau, gamma, entry_dropout, seed,
+                                              launch=False).saved()
 
 
 later_step_triton = register_fused_op("triton", _later_forward, _later_backward, _later_fake_prepared,
