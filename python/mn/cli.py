@@ -116,7 +116,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         parse = _optional(kind) if "None" in hint and kind is not str else kind
         default = f.default if f.default is not dataclasses.MISSING else None
         default_text = "the data set's" if default is None else repr(default)
-        if f.name == "out_dir":
+        if f.name in ("out_dir", "data_dir"):        # their help says what happens without them
             default_text = None
         help_text = TRAIN_HELP[f.name] + ("" if default_text is None else f" (default: {default_text})")
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=None,
