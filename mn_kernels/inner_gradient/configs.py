@@ -24,5 +24,5 @@ BWD_CONFIGS = [(32, 64, 8, 1), (32, 64, 8, 2), (16, 64, 8, 1)]
 BWD_SMALL = (16, 16, 8, 1)
 # per-entry kernels (entries.py): entry tiles x chunks of classes; a few percent of the step's flops.
 ENTRY_NAMES = ("BLOCK_S", "BLOCK_CC")
-ENTRY_CONFIGS = [(64, 64, 8, 1), (32, 32, 4, 1)]
+ENTRY_CONFIGS = [(64, 32, 8, 1), (32, 32, 4, 1)]
 ENTRY_SMALL = (16, 16, 4, 1)

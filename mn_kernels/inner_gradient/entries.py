@@ -30,7 +30,7 @@ def _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC: tl.constexpr
     sigma = tl.zeros([kh.shape[0]], dtype=kh.dtype)
     for c0 in range(0, C, BLOCK_CC):
         cls = c0 + tl.arange(0, BLOCK_CC)
-        l, _ = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
+        l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
         l = tl.where(cls[None, :] < C, l, -float("inf"))                 # past C: out of the softmax
         m_new = tl.maximum(m, tl.max(l, axis=1))
         total = total * tl.exp(m - m_new) + tl.sum(tl.exp(l - m_new[:, None]), axis=1)
@@ -61,13 +61,13 @@ def entry_fwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, k_rnorm_ptr, sigma_ptr, 
     cols = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
     k = tl.arange(0, BLOCK_N)
     tau = tl.load(tau_ptr)
-    keys, rnorm, _ = _key_rows(keys_ptr, cols, k, S, n, tau.dtype)
+    keys, rnorm, clamped = _key_rows(keys_ptr, cols, k, S, n, tau.dtype)
     kh = keys * rnorm[:, None]
     lse, sigma = _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC, PRECISION)
     ce = tl.zeros([BLOCK_S], dtype=tau.dtype)
     for c0 in range(0, C, BLOCK_CC):
         cls = c0 + tl.arange(0, BLOCK_CC)
-        l, _ = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
+        l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
         mask = (cls[None, :] < C) & (cols[:, None] < S)
         logp = tl.where(mask, l - lse[:, None], 0.0)
         v = tl.load(vT_ptr + cls[None, :] * S + cols[:, None], mask=mask, other=0.0)
@@ -102,13 +102,13 @@ def entry_bwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, sigma_ptr, ddeltaT_ptr, 
         cols = t * BLOCK_S + tl.arange(0, BLOCK_S)
         keys, rnorm, clamped = _key_rows(keys_ptr, cols, k, S, n, tau.dtype)
         kh = keys * rnorm[:, None]
-        lse, _ = _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC, PRECISION)
+        lse, sigma_unused = _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC, PRECISION)
         sigma = tl.load(sigma_ptr + cols, mask=cols < S, other=0.0)
         dce = tl.load(dce_ptr + cols, mask=cols < S, other=0.0)
         pdd = tl.zeros([BLOCK_S], dtype=tau.dtype)                      # sum_c p ddelta
         for c0 in range(0, C, BLOCK_CC):
             cls = c0 + tl.arange(0, BLOCK_CC)
-            l, _ = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
+            l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
             mask = (cls[None, :] < C) & (cols[:, None] < S)
             dd = tl.load(ddeltaT_ptr + cls[None, :] * S + cols[:, None], mask=mask, other=0.0)
             pdd += tl.sum(tl.where(mask, tl.exp(l - lse[:, None]), 0.0) * dd, axis=1)

@@ -6,7 +6,7 @@ import torch
 import triton
 
 from .. import dropout
-from ..dtypes import compute_dtype, dot_precision
+from ..dtypes import compute_dtype, dot_precision, side_dot_precision
 from ..launching import max_features, multiprocessors, operand_dtype
 from ..projection import projection_bwd
 from ..rownorm import normalize_rows, normalize_rows_bwd
@@ -81,7 +81,8 @@ class Setup:
             grid = lambda meta: (triton.cdiv(S, meta["BLOCK_S"]),)  # noqa: E731
             entry_fwd_kernel[grid](self.keys, self.wh, self.vT.contiguous(), self.tau, self.k_rnorm, self.sigma,
                                    self.ce, self.deltaT, S, C, self.n, s_bucket=triton.next_power_of_2(S),
-                                   BLOCK_N=max(16, triton.next_power_of_2(self.n)), PRECISION=dot_precision(z.dtype))
+                                   BLOCK_N=max(16, triton.next_power_of_2(self.n)),
+                                   PRECISION=side_dot_precision(z.dtype))
 
     def _prepare_queries(self, z):
         """The queries' part of the attention: gamma zh as the dot operand, and the norm terms of z."""
@@ -174,7 +175,7 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     dtau_part = torch.empty(programs, device=z.device, dtype=ct)
     entry_bwd_kernel[(programs,)](st.keys, st.wh, st.vT.contiguous(), st.tau, st.sigma, ddeltaT, dce, dkh, dv,
                                   dwh_part, dtau_part, S, C, n, s_bucket=st.consts["s_bucket"], BLOCK_N=st.block_n,
-                                  PRECISION=st.meta["PRECISION"])
+                                  PRECISION=side_dot_precision(z.dtype))
     dz = normalize_rows_bwd(z.to(ct), st.z_rnorm, st.z_clamped, dzh)
     dweight = normalize_rows_bwd(weight.to(ct), st.w_rnorm, st.w_clamped, dwh_part.sum(0)) + dW_proj
     dkeys, dtau = dkh, dtau_part.sum()
