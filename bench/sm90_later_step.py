@@ -25,6 +25,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--which", default="all", choices=["all", "first", "last"],
+                        help="all candidates, or only the first (what MN_AUTOTUNE=0 runs) or the last (the small "
+                             "fallback) of each kernel")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.config.split(","))
@@ -34,7 +37,8 @@ def main(argv=None) -> None:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for dtype in args.dtypes:
         for name in KERNELS:
-            for config in getattr(launch, name).gpu_configs:
+            configs = getattr(launch, name).gpu_configs
+            for config in {"all": configs, "first": configs[:1], "last": configs[-1:]}[args.which]:
                 try:
                     r = sm90_resources.compile_config(getattr(launch, name).fn, config, shape=shape, dtype=dtype)
                     row = f"{r['wgmma']} | {r['mma_sync']} | {r['regs']} | {r['spills']} | {r['shared_kib']:.0f}"

@@ -104,7 +104,10 @@ def main() -> None:
     for name in args.kernels.split(","):
         tuner = getattr(kernels, name)
         # The candidates the launcher would tune for this dtype (float64 inputs get their own config).
-        probe = {"zh_ptr": torch.empty(0, dtype=getattr(torch, args.dtype)), "n": shape[3]}
+        # (each kernel's autotuner reads the dtype of one pointer argument: the operands' or the compute dtype's)
+        operand, side = getattr(torch, args.dtype), torch.float64 if args.dtype == "float64" else torch.float32
+        probe = {"zh_ptr": torch.empty(0, dtype=operand), "ph_ptr": torch.empty(0, dtype=operand),
+                 "wh_ptr": torch.empty(0, dtype=side), "n": shape[3]}
         configs = tuner.early_config_prune(tuner.configs, probe)
         for config in {"all": configs, "first": configs[:1], "last": configs[-1:]}[args.which]:
             try:
