@@ -23,7 +23,7 @@ def _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC: tl.constexpr, PRECISION: tl.constexpr):
+def _entry_lse(kh, wh_ptr, v_ptr, cols, S, C, n, k, tau, BLOCK_CC: tl.constexpr, PRECISION: tl.constexpr):
     """Per entry of the tile: log sum_c exp(tau kh . wh_c) and sigma = sum_c v_c (running over class chunks)."""
     m = tl.full([kh.shape[0]], -float("inf"), dtype=kh.dtype)
     total = tl.zeros([kh.shape[0]], dtype=kh.dtype)
@@ -35,8 +35,8 @@ def _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC: tl.constexpr
         m_new = tl.maximum(m, tl.max(l, axis=1))
         total = total * tl.exp(m - m_new) + tl.sum(tl.exp(l - m_new[:, None]), axis=1)
         m = m_new
-        v = tl.load(vT_ptr + cls[None, :] * S + cols[:, None], mask=(cls[None, :] < C) & (cols[:, None] < S),
-                    other=0.0)
+        v = tl.load(v_ptr + cols[:, None].to(tl.int64) * C + cls[None, :],
+                    mask=(cls[None, :] < C) & (cols[:, None] < S), other=0.0)
         sigma += tl.sum(v, axis=1)
     return m + tl.log(total), sigma
 
@@ -53,7 +53,7 @@ def _key_rows(keys_ptr, cols, k, S, n, ct: tl.constexpr):
 
 @autotune(ENTRY_NAMES, ENTRY_CONFIGS, ENTRY_SMALL, dtype_arg="wh_ptr")
 @triton.jit
-def entry_fwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, k_rnorm_ptr, sigma_ptr, ce_ptr, deltaT_ptr,
+def entry_fwd_kernel(keys_ptr, wh_ptr, v_ptr, tau_ptr, k_rnorm_ptr, sigma_ptr, ce_ptr, deltaT_ptr,
                      S, C, n, s_bucket,
                      BLOCK_S: tl.constexpr, BLOCK_CC: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     """For a tile of entries: 1 / max(||k_j||, eps), sigma_j, ce_j = -sum_c v_jc log p_jc and delta_jc =
@@ -63,14 +63,14 @@ def entry_fwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, k_rnorm_ptr, sigma_ptr, 
     tau = tl.load(tau_ptr)
     keys, rnorm, clamped = _key_rows(keys_ptr, cols, k, S, n, tau.dtype)
     kh = keys * rnorm[:, None]
-    lse, sigma = _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC, PRECISION)
+    lse, sigma = _entry_lse(kh, wh_ptr, v_ptr, cols, S, C, n, k, tau, BLOCK_CC, PRECISION)
     ce = tl.zeros([BLOCK_S], dtype=tau.dtype)
     for c0 in range(0, C, BLOCK_CC):
         cls = c0 + tl.arange(0, BLOCK_CC)
         l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
         mask = (cls[None, :] < C) & (cols[:, None] < S)
         logp = tl.where(mask, l - lse[:, None], 0.0)
-        v = tl.load(vT_ptr + cls[None, :] * S + cols[:, None], mask=mask, other=0.0)
+        v = tl.load(v_ptr + cols[:, None].to(tl.int64) * C + cls[None, :], mask=mask, other=0.0)
         ce -= tl.sum(v * logp, axis=1)
         delta = tau * (sigma[:, None] * tl.exp(logp) - v)
         tl.store(deltaT_ptr + cls[None, :] * S + cols[:, None], delta, mask=mask)
@@ -81,7 +81,7 @@ def entry_fwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, k_rnorm_ptr, sigma_ptr, 
 
 @autotune(ENTRY_NAMES, ENTRY_CONFIGS, ENTRY_SMALL, dtype_arg="wh_ptr")
 @triton.jit
-def entry_bwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, sigma_ptr, ddeltaT_ptr, dce_ptr, dkh_ptr, dv_ptr,
+def entry_bwd_kernel(keys_ptr, wh_ptr, v_ptr, tau_ptr, sigma_ptr, ddeltaT_ptr, dce_ptr, dkh_ptr, dv_ptr,
                      dwh_part_ptr, dtau_part_ptr,
                      S, C, n, s_bucket,
                      BLOCK_S: tl.constexpr, BLOCK_CC: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
@@ -102,7 +102,7 @@ def entry_bwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, sigma_ptr, ddeltaT_ptr, 
         cols = t * BLOCK_S + tl.arange(0, BLOCK_S)
         keys, rnorm, clamped = _key_rows(keys_ptr, cols, k, S, n, tau.dtype)
         kh = keys * rnorm[:, None]
-        lse, sigma_unused = _entry_lse(kh, wh_ptr, vT_ptr, cols, S, C, n, k, tau, BLOCK_CC, PRECISION)
+        lse, sigma_unused = _entry_lse(kh, wh_ptr, v_ptr, cols, S, C, n, k, tau, BLOCK_CC, PRECISION)
         sigma = tl.load(sigma_ptr + cols, mask=cols < S, other=0.0)
         dce = tl.load(dce_ptr + cols, mask=cols < S, other=0.0)
         pdd = tl.zeros([BLOCK_S], dtype=tau.dtype)                      # sum_c p ddelta
@@ -119,7 +119,7 @@ def entry_bwd_kernel(keys_ptr, wh_ptr, vT_ptr, tau_ptr, sigma_ptr, ddeltaT_ptr, 
             mask = (cls[None, :] < C) & (cols[:, None] < S)
             logp = tl.where(mask, l - lse[:, None], 0.0)
             p = tl.where(mask, tl.exp(logp), 0.0)
-            v = tl.load(vT_ptr + cls[None, :] * S + cols[:, None], mask=mask, other=0.0)
+            v = tl.load(v_ptr + cols[:, None].to(tl.int64) * C + cls[None, :], mask=mask, other=0.0)
             dd = tl.load(ddeltaT_ptr + cls[None, :] * S + cols[:, None], mask=mask, other=0.0)
             tl.store(dv_ptr + cols[:, None].to(tl.int64) * C + cls[None, :],
                      tau * (pdd[:, None] - dd) - dce[:, None] * logp, mask=mask)

@@ -9,7 +9,7 @@ from .. import dropout
 from ..dtypes import compute_dtype, dot_precision, side_dot_precision
 from ..launching import max_features, multiprocessors, operand_dtype
 from ..projection import projection_bwd
-from ..rownorm import normalize_rows, normalize_rows_bwd
+from ..rows import normalize_rows, rows_bwd
 from .backward import bwd_kernel
 from .entries import entry_bwd_kernel, entry_fwd_kernel
 from .forward import fwd_kernel, lse_kernel
@@ -22,7 +22,7 @@ class Setup:
     (``saved=``) instead of recomputing them: O(B n + C n + S C) memory between the two, and the backward's
     host work shrinks by the normalisations and the per-entry softmax."""
 
-    SAVED = ("zs_op", "z_rnorm", "z_clamped", "wh", "w_rnorm", "w_clamped", "k_rnorm", "sigma", "ce", "deltaT")
+    SAVED = ("zs_op", "z_rnorm", "wh", "w_rnorm", "k_rnorm", "sigma", "ce", "deltaT")
     PER_EXAMPLE = False         # the weight is shared (C, n); the later-step op's subclass takes (B, C, n)
 
     def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None, launch=True):
@@ -51,7 +51,8 @@ class Setup:
         self.tau = tau.to(ct)
         # Keys stay raw: the kernels normalise each tile as they load it (no S x n copy of the dictionary).
         self.keys = keys.contiguous()
-        self.vT = values.to(ct).t()                                       # class-major view, as the kernels read
+        self.values = values.to(ct).contiguous()                          # (S, C), entry-major
+        self.vT = self.values.t()                                         # class-major view
         # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
         self.op_dtype = operand_dtype(z.dtype)
         if saved is not None:
@@ -73,20 +74,29 @@ class Setup:
 
     def _prepare(self, z, weight):
         self._prepare_queries(z)
-        self.wh, self.w_rnorm, self.w_clamped = normalize_rows(weight.to(self.ct))
+        self.wh, w_rnorm = self._normalized(weight)
+        self.w_rnorm = w_rnorm.view(-1, 1)                                   # (C, 1): broadcasts over features
         # The keys' norms and the per-entry terms (mn_kernels/entry_loss.py) in one kernel.
         S, C, new = self.S, self.C, functools.partial(torch.empty, device=z.device, dtype=self.ct)
         self.k_rnorm, self.sigma, self.ce, self.deltaT = new(S), new(S), new(S), new(C, S)
         if self.launch:
             grid = lambda meta: (triton.cdiv(S, meta["BLOCK_S"]),)  # noqa: E731
-            entry_fwd_kernel[grid](self.keys, self.wh, self.vT.contiguous(), self.tau, self.k_rnorm, self.sigma,
+            entry_fwd_kernel[grid](self.keys, self.wh, self.values, self.tau, self.k_rnorm, self.sigma,
                                    self.ce, self.deltaT, S, C, self.n, s_bucket=triton.next_power_of_2(S),
                                    BLOCK_N=max(16, triton.next_power_of_2(self.n)),
                                    PRECISION=side_dot_precision(z.dtype))
 
+    def _normalized(self, x):
+        """(x / max(||x||, eps), 1 / max(||x||, eps)) row-wise in the compute dtype: mn_kernels/rows.py's kernel, or
+        empty tensors of those shapes without launching."""
+        if self.launch:
+            return normalize_rows(x, self.ct)
+        return torch.empty(x.shape, device=x.device, dtype=self.ct), torch.empty(x.shape[0], device=x.device,
+                                                                                  dtype=self.ct)
+
     def _prepare_queries(self, z):
         """The queries' part of the attention: gamma zh as the dot operand, and the norm terms of z."""
-        zh, self.z_rnorm, self.z_clamped = normalize_rows(z.to(self.ct))
+        zh, self.z_rnorm = self._normalized(z)
         # gamma is folded into the query operand: the kernels see scores zs . kh = gamma zh . kh.
         self.zs_op = (self.gamma * zh).to(self.op_dtype).contiguous()
 
@@ -166,18 +176,18 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
                             h, hw, st.wh, st.w_rnorm.reshape(C).contiguous(), dloss.to(ct).contiguous(), D, dkh,
                             dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
     del h
-    dzh = st.gamma * dzh_part.sum(0)
-    del dzh_part
 
     # The per-entry backward, and the keys' normalisation backward in dkh's storage, in one kernel.
     dv = torch.empty(S, C, device=z.device, dtype=ct)
     dwh_part = torch.empty(programs, C, n, device=z.device, dtype=ct)
     dtau_part = torch.empty(programs, device=z.device, dtype=ct)
-    entry_bwd_kernel[(programs,)](st.keys, st.wh, st.vT.contiguous(), st.tau, st.sigma, ddeltaT, dce, dkh, dv,
+    entry_bwd_kernel[(programs,)](st.keys, st.wh, st.values, st.tau, st.sigma, ddeltaT, dce, dkh, dv,
                                   dwh_part, dtau_part, S, C, n, s_bucket=st.consts["s_bucket"], BLOCK_N=st.block_n,
                                   PRECISION=side_dot_precision(z.dtype))
-    dz = normalize_rows_bwd(z.to(ct), st.z_rnorm, st.z_clamped, dzh)
-    dweight = normalize_rows_bwd(weight.to(ct), st.w_rnorm, st.w_clamped, dwh_part.sum(0)) + dW_proj
+    # The normalisations' backward with the partials' sums, one kernel each (the backward is linear in dzh: gamma
+    # applied after, on the host, exact also in float64).
+    dz = rows_bwd(dzh_part, z, st.z_rnorm).mul_(st.gamma)
+    dweight = rows_bwd(dwh_part, weight, st.w_rnorm.view(-1), extra=dW_proj)
     dkeys, dtau = dkh, dtau_part.sum()
     dt = z.dtype
     return dz.to(dt), dkeys.to(dt), dv.to(dt), dweight.to(dt), dtau.to(dt)

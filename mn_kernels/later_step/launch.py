@@ -6,7 +6,8 @@ import triton
 from ..inner_gradient.launch import Setup
 from ..launching import multiprocessors
 from ..projection import projection_bwd_per_example
-from ..rownorm import normalize_rows, normalize_rows_bwd, row_rnorm
+from ..rownorm import row_rnorm
+from ..rows import rows_bwd
 from .backward import bwd_entry_kernel, bwd_query_kernel, bwd_stats_kernel
 from .configs import max_features
 from .forward import fwd_kernel, stats_kernel
@@ -17,15 +18,14 @@ class LaterSetup(Setup):
     their normalised rows (the dot operand, B*C x n) and reciprocal norms, the values class-major, sigma, and
     the attention's lse. The forward hands these to the backward (``SAVED``)."""
 
-    SAVED = ("zs_op", "z_rnorm", "z_clamped", "k_rnorm", "k_clamped", "ph_op", "p_rnorm", "p_clamped", "sigma", "m",
-             "ce")
+    SAVED = ("zs_op", "z_rnorm", "k_rnorm", "ph_op", "p_rnorm", "sigma", "m", "ce")
     PER_EXAMPLE = True
 
     def _prepare(self, z, weight):
         self._prepare_queries(z)
-        self.k_rnorm, self.k_clamped = row_rnorm(self.keys, self.ct)
+        self.k_rnorm = row_rnorm(self.keys, self.ct)[0].view(-1)
         B, C, n = weight.shape
-        ph, self.p_rnorm, self.p_clamped = normalize_rows(weight.reshape(B * C, n).to(self.ct))
+        ph, self.p_rnorm = self._normalized(weight.reshape(B * C, n))
         self.ph_op = ph.to(self.op_dtype).contiguous()
         self.sigma = self.vT.sum(0).contiguous()                          # (S,)
         # m_ij and ce_ij, B x S: filled by the forward's first kernel.
@@ -93,9 +93,9 @@ def later_step_bwd(dgrad, dloss, z, keys, values, phi, tau, grad, inner_loss, ls
     dtau_part = torch.empty(programs, device=z.device, dtype=ct)
     bwd_entry_kernel[(programs,)](*common, dkh, dvT, dtau_part, B, S, C, n, **st.consts, **st.meta)
 
-    dz = normalize_rows_bwd(z.to(ct), st.z_rnorm, st.z_clamped, st.gamma * dzh)
-    dkeys = normalize_rows_bwd(st.keys.to(ct), st.k_rnorm, st.k_clamped, dkh, out=dkh)
-    dphi = normalize_rows_bwd(phi.reshape(B * C, n).to(ct), st.p_rnorm, st.p_clamped, dph.view(B * C, n))
-    dphi = dphi.view(B, C, n).add_(dphi_proj)
+    dz = rows_bwd(dzh[None], z, st.z_rnorm).mul_(st.gamma)
+    dkeys = rows_bwd(dkh[None], st.keys, st.k_rnorm)
+    dphi = rows_bwd(dph.view(1, B * C, n), phi.reshape(B * C, n), st.p_rnorm, extra=dphi_proj.view(B * C, n))
+    dphi = dphi.view(B, C, n)
     dt = z.dtype
     return dz.to(dt), dkeys.to(dt), dvT.t().to(dt), dphi.to(dt), dtau_part.sum().reshape(tau.shape).to(dt)
