@@ -38,7 +38,9 @@ class TaskData:
     kind "image": x (N, C, H, W), uint8 or float; "tabular": x (N, d) float32.
     test is None for sets evaluated by k-fold cross-validation (the regression sets); val is None where the
     set has no official validation split (one is then held out of train).
-    augment: random 4-pixel-padded crops and horizontal flips in training (natural 32x32 images only).
+    augment: the default of `prepare(augment=None)`: on, training batches get the paper's augmentation (random
+    4-pixel-padded crop and flip, AutoAugment's CIFAR-10 policy, Cutout; mn/data/augment.py); uint8 natural
+    images with 1 or 3 channels only.
     source: the file it was read from where it is one file (CSV, UCI sets), for error messages.
     """
 

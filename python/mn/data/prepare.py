@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .augment import augment_batch, random_crop_flip
 from .base import DataFormatError, Split, TaskData
+
+__all__ = ["Prepared", "prepare", "kfold_split", "random_crop_flip"]
 
 
 @dataclass
@@ -20,7 +23,8 @@ class Prepared:
     """Splits ready to train on. Image inputs stay in their stored dtype (uint8 for natural images, to keep
     CIFAR-size sets small) and are normalised per batch by `inputs`; tabular inputs are normalised here.
     target_std: the regression targets' training-split std (MSEs are reported in normalised units, as in the
-    paper's Table 2; multiply by target_std**2 for the original units)."""
+    paper's Table 2; multiply by target_std**2 for the original units).
+    augment: whether `inputs` augments training batches (the paper's pipeline, mn/data/augment.py)."""
 
     data: TaskData
     train: Split
@@ -29,35 +33,22 @@ class Prepared:
     mean: torch.Tensor | None = None       # per-channel image statistics (C,)
     std: torch.Tensor | None = None
     target_std: torch.Tensor | None = None
+    augment: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
     def inputs(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A batch of stored inputs -> float32 network inputs; with a generator (training) and an augmenting
-        data set, random 4-pixel-padded crops and horizontal flips."""
+        """A batch of stored inputs -> float32 network inputs. With a generator (training) and `augment` on,
+        the stored uint8 images are first augmented as in the paper's code (random 4-pixel-padded crop and
+        flip, AutoAugment's CIFAR-10 policy, 16 x 16 Cutout; `augment_batch`), then normalised per channel.
+        Without a generator (evaluation) they are only normalised."""
         if self.mean is None:
             return x
-        x = (x.float() - self.mean[:, None, None]) / self.std[:, None, None]
-        if generator is not None and self.data.augment:
-            x = random_crop_flip(x, generator)
-        return x
-
-
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """(B, C, H, W) -> the same shape: each image zero-padded by `pad`, cropped at a random offset, and
-    flipped left-right with probability 1/2 (the standard CIFAR augmentation), vectorised over the batch."""
-    B, C, H, W = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)      # B, H+2p, W+2p, C
-    dy = torch.randint(0, 2 * pad + 1, (B, 1, 1), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (B, 1, 1), generator=generator)
-    cols = torch.arange(W).view(1, 1, W).expand(B, 1, W)
-    flip = torch.rand(B, generator=generator) < 0.5
-    cols = torch.where(flip.view(B, 1, 1), W - 1 - cols, cols)
-    rows = torch.arange(H).view(1, H, 1)
-    out = padded[torch.arange(B).view(B, 1, 1), rows + dy, cols + dx]                  # B, H, W, C
-    return out.permute(0, 3, 1, 2).contiguous()
+        if generator is not None and self.augment:
+            x = augment_batch(x, generator)
+        return (x.float() - self.mean[:, None, None]) / self.std[:, None, None]
 
 
 def _where(data: TaskData) -> str:
@@ -110,13 +101,31 @@ def kfold_split(n: int, fold: int, folds: int, seed: int) -> tuple[torch.Tensor,
     return train, test
 
 
+def _check_augment(data: TaskData, augment) -> bool:
+    """`augment` resolved (None: the data set's default); ValueError naming the set when it is on for inputs
+    that are not 8-bit images (N, C, H, W) with 1 or 3 channels, which AutoAugment's PIL ops need."""
+    if augment is not None and not isinstance(augment, bool):
+        raise ValueError(f"augment must be None, True or False, got {augment!r}")
+    on = data.augment if augment is None else augment
+    if not on:
+        return False
+    x = data.train.x
+    if data.kind != "image" or x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"augment=True needs uint8 images (N, C, H, W) with C = 1 or 3 (the paper's "
+                         f"augmentation of natural images); {data.name} has {data.kind} inputs of dtype {x.dtype} "
+                         f"and shape {tuple(x.shape)}")
+    return True
+
+
 def prepare(data: TaskData, *, val_fraction: float = 0.1, fold: int | None = None, folds: int = 5,
-            split_seed: int = 0) -> Prepared:
+            split_seed: int = 0, augment: bool | None = None) -> Prepared:
     """Normalised splits of `data`. fold: the test fold for sets without a test split (cross-validation);
     val_fraction: share of the training split held out for validation when the set has no validation split
-    (0 for none). split_seed fixes the partitions, independently of the training seed."""
+    (0 for none). split_seed fixes the partitions, independently of the training seed. augment: the paper's
+    training augmentation (mn/data/augment.py) on or off; None takes the data set's default (`data.augment`)."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    augment = _check_augment(data, augment)
     train, test, val = data.train, data.test, data.val
     if test is None:
         if fold is None:
@@ -133,7 +142,7 @@ def prepare(data: TaskData, *, val_fraction: float = 0.1, fold: int | None = Non
     if data.kind == "image":
         x = train.x.float()
         mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-6)
-        return Prepared(data, train, val, test, mean=mean, std=std)
+        return Prepared(data, train, val, test, mean=mean, std=std, augment=augment)
     has_val = val is not None
     where = _where(data)
     (xt, xv, xs), _ = _standardise(train.x, val.x if has_val else None, test.x, where=where, what="inputs")
