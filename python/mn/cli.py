@@ -10,6 +10,7 @@
   mn eval runs/digits-mn/seed0/best.pt          (Algorithm 2 on the saved model)
   mn eval runs/mine/seed0/fold0/best.pt --dataset csv:mine.csv   (paths only from the command line)
   mn plot runs/digits-mn runs/digits-vanilla --out curves.png    (training curves from metrics.jsonl)
+  mn table runs/table1/*                        (finished runs as the paper's Table 1, mean ± std per cell; --json)
   mn analyze all --out-dir analysis             (the paper's figures on shipped data; see mn analyze -h)
   mn analyze cosine --checkpoint runs/digits-mn/seed0/best.pt --out-dir analysis
 """
@@ -167,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                       help="a run folder of mn train (or one of its seed*/ or fold*/ folders)")
     plot.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
+    table = sub.add_parser("table", help="finished runs gathered into the paper's Table 1 (Markdown or JSON)",
+                           description="Rows: methods (vanilla dot/cos x sgd/adamw, MAXL, ours ft:1/ft:3 x S/D); "
+                                       "columns: dataset / backbone; each cell the mean ± sample std of the test "
+                                       "accuracy over the finished seeds found, with n (regression runs: a table "
+                                       "of test MSE over folds and seeds). Unfinished runs are listed below it.")
+    table.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run folder of mn train")
+    table.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     _add_analyze(sub)
     return parser
 
@@ -331,6 +339,15 @@ def _train(args) -> int:
     return 0
 
 
+def _table(args) -> None:
+    from .training.table import gather, markdown
+    gathered = gather(args.run_dirs)
+    if args.json:
+        print(json.dumps(gathered))
+    else:
+        print(markdown(gathered), end="")
+
+
 def _plot(args) -> None:
     from .analysis.plotting import require_matplotlib
     from .plot import plot_curves
@@ -346,6 +363,7 @@ def main(argv=None) -> int:
     from .data import DataFormatError
     from .plot import PlotError
     from .training import CheckpointError, ConfigError
+    from .training.table import TableError
     try:
         if args.command == "demo":
             from .demo import run_demo
@@ -356,12 +374,14 @@ def main(argv=None) -> int:
             _analyze(args)
         elif args.command == "plot":
             _plot(args)
+        elif args.command == "table":
+            _table(args)
         else:
             from .training import evaluate_checkpoint
             print(json.dumps(evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir,
                                                  device=args.device, dataset=args.dataset)))
     except (ConfigError, CheckpointError, DataFormatError, FileNotFoundError, MissingPlotting,
-            AnalysisError, PlotError) as e:
+            AnalysisError, PlotError, TableError) as e:
         print(f"mn {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
