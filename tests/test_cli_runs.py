@@ -171,7 +171,7 @@ def test_dry_run_prints_the_configuration_and_reads_no_data(tmp_path, monkeypatc
     config = json.loads(out)
     assert REQUIRED <= set(config)
     assert (config["dataset"], config["lr"], config["backbone"], config["epochs"], config["num_entries"],
-            config["weight_decay"], config["seeds"]) == ("cifar100", 0.01, "resnet29", 400, 10000, 7.5e-5, [0])
+            config["weight_decay"], config["seeds"]) == ("cifar100", 0.01, "resnet29", 400, 10000, 0.075, [0])
     assert list(tmp_path.iterdir()) == [], "nothing written"
     assert main(["train", "--dataset", "digits", "--entry-dropout", "2", "--dry-run"]) == 2
     assert "entry_dropout must be" in capsys.readouterr().err
@@ -183,6 +183,6 @@ def test_resume_with_a_new_weight_decay_applies_it_to_the_decayed_group(tmp_path
              "1", "--no-progress"]
     assert main(["train", *quick, "--epochs", "1", "--out-dir", str(out)]) == 0
     assert main(["train", "--out-dir", str(out), "--resume", "--epochs", "2", "--weight-decay", "0.01"]) == 0
-    assert "weight_decay (7.5e-05 -> 0.01)" in capsys.readouterr().err
+    assert "weight_decay (0.075 -> 0.01)" in capsys.readouterr().err
     _, state = load_checkpoint(out / "seed0" / "fold0" / "last.pt")
     assert [g["weight_decay"] for g in state["optimizer"]["param_groups"]] == [0.01, 0.0]

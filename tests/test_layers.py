@@ -17,16 +17,20 @@ def test_head_equals_functional(inner_lr):
     torch.manual_seed(0)
     head = mn.MetaNeighborhoodsHead(6, 4, num_entries=20, inner_lr=inner_lr, inner_steps=2).double()
     z = torch.randn(5, 6, dtype=torch.float64)
-    expected = mn.adapted_logits(z, head.keys, torch.softmax(head.value_logits, 1), head.weight, head.tau,
+    expected = mn.adapted_logits(z, head.keys, torch.softmax(10 * head.value_logits, 1), head.weight, head.tau,
                                  head.inner_lr.abs(), gamma=5.0, inner_steps=2, backend="autograd")
     torch.testing.assert_close(head(z), expected, rtol=1e-12, atol=1e-12)
     assert head.inner_lr.shape == {"scalar": (), "feature": (6,), "elementwise": (4, 6)}[inner_lr]
 
 
-def test_head_initialisation_follows_paper():
+def test_head_initialisation_follows_the_authors_code():
+    """Keys ~ N(0, 0.05); values softmax(10 * raw), raw ~ N(0, 0.01) truncated at two std (their maml.py)."""
     torch.manual_seed(0)
     head = mn.MetaNeighborhoodsHead(64, 10, num_entries=4000)
-    assert abs(head.keys.std().item() - 0.1) < 0.005 and abs(head.value_logits.std().item() - 0.1) < 0.005
+    assert abs(head.keys.std().item() - 0.05) < 0.003
+    raw = head.value_logits
+    assert raw.abs().max().item() <= 0.02 and 0.0085 < raw.std().item() < 0.0090    # 0.01 * 0.8796 truncated
+    torch.testing.assert_close(head.values, torch.softmax(10 * raw, 1))
     assert head.tau.item() == 10.0 and head.inner_lr.item() == pytest.approx(0.05)
     torch.testing.assert_close(head.values.sum(1), torch.ones(4000))
 

@@ -18,7 +18,7 @@ CPU = Context(0, 1, torch.device("cpu"))
 # best, so a best.pt left behind by a kill stays wrong unless the resume mends it. Entry dropout and the
 # milestone exercise the random streams and the schedule a resume must replay.
 FLAGS = dict(dataset="spirals", method="mn", epochs=5, max_steps_per_epoch=5, lr_milestones=[2], entry_dropout=0.5,
-             progress=False)
+             lr=0.05, progress=False)
 
 
 class Died(BaseException):

@@ -71,7 +71,7 @@ def test_weight_decay_skips_dictionary_classifier_tau_alpha():
     decayed, plain = build_optimizer(cfg, model).param_groups
     head = model.classifier.head
     no_decay = {id(p) for p in plain["params"]}
-    assert decayed["weight_decay"] == 7.5e-5 and plain["weight_decay"] == 0
+    assert decayed["weight_decay"] == 0.075 and plain["weight_decay"] == 0
     assert {id(head.keys), id(head.value_logits), id(head.weight), id(head.tau), id(head.inner_lr)} <= no_decay
     assert {id(p) for p in model.classifier.aux_head.parameters()} <= no_decay
     assert {id(p) for p in model.classifier.backbone.parameters()} == {id(p) for p in decayed["params"]}

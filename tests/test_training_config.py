@@ -9,7 +9,7 @@ from mn.training import ConfigError, make_config, read_config_file
 def test_paper_defaults():
     cfg = make_config(flags=dict(dataset="cifar100"))
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.grad_clip) == \
-        ("adamw", 1e-3, 7.5e-5, 128, 10.0)
+        ("adamw", 1e-3, 0.075, 128, 10.0)
     assert (cfg.epochs, cfg.lr_milestones, cfg.num_entries, cfg.gamma, cfg.aux_weight) == (400, [300], 10000, 5.0, 1.0)
     reg = make_config(flags=dict(dataset="music"))
     assert (reg.backbone, reg.num_entries, reg.gamma, reg.patience, reg.folds) == ("mlp", 1000, 10.0, 10, 5)

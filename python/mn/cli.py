@@ -51,7 +51,7 @@ def package_version() -> str:
 __version__ = package_version()
 
 # Flags that are not plain "--name VALUE" settings.
-_SPECIAL = {"resume", "progress", "seeds", "lr_milestones"}
+_SPECIAL = {"resume", "progress", "seeds", "lr_milestones", "weight_decay_grid"}
 
 
 def _choices(values) -> str:
@@ -67,9 +67,10 @@ TRAIN_HELP = {
     "classifier": f"output layer of --method vanilla: {_choices(CLASSIFIERS)}",
     "optimizer": _choices(OPTIMIZERS),
     "lr": "learning rate (0.1 with --optimizer sgd when not given)",
-    "weight_decay": "weight decay as torch.optim.AdamW / SGD take it (AdamW: decoupled, w -= lr * wd * w), on the "
-                    "backbone only: not on the dictionary, classifier, tau, inner rate",
-    "momentum": "SGD momentum",
+    "weight_decay": "weight decay as torch.optim.AdamW / SGD take it (AdamW: w -= lr * wd * w, so the paper's 7.5e-5 "
+                    "at lr 1e-3 is 0.075; SGD: 2e-4 on conv / linear weights), on the backbone only: not on the "
+                    "dictionary, classifier, tau, inner rate",
+    "momentum": "SGD momentum (Nesterov)",
     "epochs": "epochs per run",
     "lr_decay": "factor applied to the learning rate at each --lr-milestones epoch",
     "batch_size": "global batch size (split over processes under torchrun)",
@@ -80,6 +81,10 @@ TRAIN_HELP = {
     "inner_lr": f"inner learning rate: {_choices(INNER_LRS)} (one per feature)",
     "inner_lr_init": "initial inner learning rate alpha",
     "entry_dropout": "share of the dictionary each training example does not see, in [0, 1)",
+    "key_init_std": "standard deviation of the keys' initial normal draw",
+    "value_scale": "classification values are softmax(value_scale * raw) (authors' code: 10)",
+    "value_init_std": "raw values start as a normal draw truncated at two std, with this std",
+    "augment": "true / false: random crop, flip, AutoAugment (CIFAR policy) and Cutout in training",
     "aux_weight": "weight of the auxiliary un-adapted head's loss (Eq. 14; image classification)",
     "similarity": f"attention of the tabular layer: {_choices(SIMILARITIES)}",
     "val_fraction": "share of the training data held out for validation (best model, early stopping)",
@@ -95,6 +100,15 @@ TRAIN_HELP = {
 _METAVARS = {"dataset": "NAME", "method": "{" + ",".join(METHODS) + "}", "backbone": "NAME",
              "classifier": "{" + ",".join(CLASSIFIERS) + "}", "optimizer": "{" + ",".join(OPTIMIZERS) + "}",
              "inner_lr": "{" + ",".join(INNER_LRS) + "}", "similarity": "{" + ",".join(SIMILARITIES) + "}"}
+
+
+def _boolean(text: str) -> bool:
+    """argparse type for true / false (also yes / no, on / off, 1 / 0)."""
+    value = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
+             "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def _optional(kind):
@@ -113,7 +127,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in _SPECIAL:
             continue
         hint = str(hints[f.name])
-        kind = int if "int" in hint else float if "float" in hint else str
+        kind = int if "int" in hint else float if "float" in hint else _boolean if "bool" in hint else str
         parse = _optional(kind) if "None" in hint and kind is not str else kind
         default = f.default if f.default is not dataclasses.MISSING else None
         default_text = "the data set's" if default is None else repr(default)
@@ -125,6 +139,9 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed (default: 0)")
     parser.add_argument("--lr-milestones", dest="lr_milestones", type=int, nargs="*", default=None,
                         help="epochs at which the learning rate is multiplied by --lr-decay (default: the data set's)")
+    parser.add_argument("--weight-decay-grid", dest="weight_decay_grid", type=float, nargs="+", default=None,
+                        metavar="WD", help="train each (seed, fold) once per value and keep the one with the best "
+                                           "validation result (the paper's per-data-set choice; default: none)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --out-dir (its config.json; each seed*/[fold*/]last.pt where present)"
                              "; flags that change the model or data are refused, a new --lr / --epochs / ... applies "

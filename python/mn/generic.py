@@ -21,6 +21,7 @@ from ._validate import check_dropout, check_positive
 from .attention import attention_weights, entry_keep
 from .functional import draw_seed
 from .grad_mode import autograd_enabled, usable
+from .layers import value_init
 
 SIMILARITIES = ("cosine", "euclidean")
 INNER_LOSSES = ("mse", "ce")
@@ -45,9 +46,10 @@ class MetaNeighborhoods(nn.Module):
     """Wraps an output network `net` (in_features -> out_features) with a learnable dictionary in its input space.
 
     keys (S, in_features) ~ N(0, key_init_std); values (S, out_features): regression targets (inner_loss="mse";
-    drawn uniformly from `value_range`) or class logits whose softmax is the label distribution (inner_loss="ce",
-    ~ N(0, value_init_std)). inner_lr: "scalar" (one learnable alpha) or "elementwise" (one per parameter
-    element, Meta-SGD). entry_dropout applies in training only.
+    drawn uniformly from `value_range`, as the paper) or label distributions softmax(value_scale * raw) with raw
+    ~ N(0, value_init_std) truncated at two std (inner_loss="ce"; the authors' form, as MetaNeighborhoodsHead).
+    inner_lr: "scalar" (one learnable alpha) or "elementwise" (one per parameter element, Meta-SGD).
+    entry_dropout applies in training only.
 
     forward(x (B, in_features)) -> (B, out_features): the outputs of the per-example fine-tuned networks.
     """
@@ -55,14 +57,17 @@ class MetaNeighborhoods(nn.Module):
     def __init__(self, net: nn.Module, in_features: int, out_features: int, num_entries: int = 1000, *,
                  similarity: str = "cosine", inner_loss: str = "mse", gamma: float = 10.0, inner_lr: str = "scalar",
                  inner_lr_init: float = 0.05, inner_steps: int = 1, entry_dropout: float = 0.0,
-                 key_init_std: float = 0.1, value_init_std: float = 0.1, value_range: tuple[float, float] = (0.0, 1.0)):
+                 key_init_std: float = 0.1, value_scale: float = 10.0, value_init_std: float = 0.01,
+                 value_range: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
         for name, value in (("in_features", in_features), ("out_features", out_features),
                             ("num_entries", num_entries), ("inner_steps", inner_steps)):
             check_positive(name, value, integer=True)
-        check_positive("gamma", gamma)
+        for name, value in (("gamma", gamma), ("key_init_std", key_init_std), ("value_scale", value_scale),
+                            ("value_init_std", value_init_std)):
+            check_positive(name, value)
         for name, value, choices in (("similarity", similarity, SIMILARITIES), ("inner_loss", inner_loss, INNER_LOSSES),
                                      ("inner_lr", inner_lr, ("scalar", "elementwise"))):
             if value not in choices:
@@ -73,9 +78,10 @@ class MetaNeighborhoods(nn.Module):
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
         self.net, self.similarity, self.inner_loss = net, similarity, inner_loss
         self.gamma, self.inner_steps, self.entry_dropout = float(gamma), inner_steps, entry_dropout
+        self.value_scale = float(value_scale)
         self.keys = nn.Parameter(torch.randn(num_entries, in_features) * key_init_std)
         init = (torch.rand(num_entries, out_features) * (hi - lo) + lo if inner_loss == "mse"
-                else torch.randn(num_entries, out_features) * value_init_std)
+                else value_init(num_entries, out_features, value_init_std))
         self.value_params = nn.Parameter(init)
         # Inner rates are keyed like net's parameters ('.' is not allowed in ParameterDict keys).
         self.inner_lr = nn.ParameterDict({
@@ -85,8 +91,10 @@ class MetaNeighborhoods(nn.Module):
 
     @property
     def values(self) -> torch.Tensor:
-        """Entry targets (S, out_features): raw for MSE, softmax of the logits for CE."""
-        return self.value_params if self.inner_loss == "mse" else torch.softmax(self.value_params, dim=-1)
+        """Entry targets (S, out_features): raw for MSE, softmax(value_scale * logits) for CE."""
+        if self.inner_loss == "mse":
+            return self.value_params
+        return torch.softmax(self.value_scale * self.value_params, dim=-1)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Attention weights (B, S) of queries x over the entries (dropout applied in training)."""

@@ -21,6 +21,11 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+def value_init(num_entries: int, num_outputs: int, std: float) -> torch.Tensor:
+    """Raw value logits (S, C) ~ N(0, std) truncated at two std (TensorFlow's truncated_normal, as the authors')."""
+    return nn.init.trunc_normal_(torch.empty(num_entries, num_outputs), std=std, a=-2 * std, b=2 * std)
+
+
 class CosineClassifier(nn.Module):
     """Vanilla cosine output layer (paper Eq. 15): logits_c = tau * cos(z, w_c); tau learnable, starts at tau_init."""
 
@@ -44,10 +49,12 @@ class DotClassifier(nn.Linear):
 class MetaNeighborhoodsHead(nn.Module):
     """Cosine classifier fine-tuned per example on a learnable dictionary of S neighbours (paper §3, Eq. 13, 15).
 
-    Parameters: keys (S, n) ~ N(0, key_init_std), value logits (S, C) ~ N(0, value_init_std) (values are their
-    softmax), the classifier weight (C, n), tau (starts at tau_init), and the inner rate alpha: one scalar,
-    one per feature (n,) or one per weight element (C, n) (`inner_lr`), starting at inner_lr_init; its
-    absolute value is used, as in the authors' code.
+    Parameters: keys (S, n) ~ N(0, key_init_std); value logits (S, C) ~ N(0, value_init_std) truncated at two
+    std, whose softmax(value_scale * logits) are the values; the classifier weight (C, n); tau (starts at
+    tau_init); the inner rate alpha: one scalar, one per feature (n,) or one per weight element (C, n)
+    (`inner_lr`), starting at inner_lr_init, used as its absolute value. The defaults are the authors' code's
+    (docs/design.md, "Training recipe"): keys 0.05, values softmax(10 * raw) with raw ~ N(0, 0.01), so under
+    Adam the value logits move 10x faster than unscaled ones.
     entry_dropout: share of entries each example does not see, in training only (the authors use 0.5).
 
     forward(z (B, n)) -> adapted logits (B, C).
@@ -55,23 +62,23 @@ class MetaNeighborhoodsHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, num_entries: int = 10000, gamma: float = 5.0,
                  tau_init: float = 10.0, inner_lr: str = "scalar", inner_lr_init: float = 0.05, inner_steps: int = 1,
-                 entry_dropout: float = 0.0, backend: str = "auto", key_init_std: float = 0.1,
-                 value_init_std: float = 0.1):
+                 entry_dropout: float = 0.0, backend: str = "auto", key_init_std: float = 0.05,
+                 value_scale: float = 10.0, value_init_std: float = 0.01):
         super().__init__()
         for name, value in (("in_features", in_features), ("num_entries", num_entries), ("inner_steps", inner_steps)):
             check_positive(name, value, integer=True)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        check_positive("gamma", gamma)
-        check_positive("key_init_std", key_init_std)
-        check_positive("value_init_std", value_init_std)
+        for name, value in (("gamma", gamma), ("key_init_std", key_init_std), ("value_scale", value_scale),
+                            ("value_init_std", value_init_std)):
+            check_positive(name, value)
         _check_choice("inner_lr", inner_lr, INNER_LR_KINDS)
         check_dropout(entry_dropout, None)
         check_backend_name(backend)
-        self.gamma, self.inner_steps = float(gamma), inner_steps
+        self.gamma, self.inner_steps, self.value_scale = float(gamma), inner_steps, float(value_scale)
         self.entry_dropout, self.backend = entry_dropout, backend
         self.keys = nn.Parameter(torch.randn(num_entries, in_features) * key_init_std)
-        self.value_logits = nn.Parameter(torch.randn(num_entries, num_classes) * value_init_std)
+        self.value_logits = nn.Parameter(value_init(num_entries, num_classes, value_init_std))
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.xavier_uniform_(self.weight)
         self.tau = nn.Parameter(torch.tensor(float(tau_init)))
@@ -80,8 +87,8 @@ class MetaNeighborhoodsHead(nn.Module):
 
     @property
     def values(self) -> torch.Tensor:
-        """Entry label distributions (S, C): softmax of the value logits."""
-        return torch.softmax(self.value_logits, dim=-1)
+        """Entry label distributions (S, C): softmax(value_scale * value_logits)."""
+        return torch.softmax(self.value_scale * self.value_logits, dim=-1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         p = self.entry_dropout if self.training else 0.0
@@ -96,7 +103,7 @@ class MetaNeighborhoodsHead(nn.Module):
         S, C = self.value_logits.shape
         return (f"in_features={self.keys.shape[1]}, num_classes={C}, num_entries={S}, gamma={self.gamma}, "
                 f"inner_lr={tuple(self.inner_lr.shape)}, inner_steps={self.inner_steps}, "
-                f"entry_dropout={self.entry_dropout}, backend={self.backend!r}")
+                f"entry_dropout={self.entry_dropout}, value_scale={self.value_scale}, backend={self.backend!r}")
 
 
 class ClassifierOutput(NamedTuple):

@@ -23,7 +23,7 @@ def build_backbone(name: str, *, in_channels: int = 3, final_relu: bool = True) 
     elif name == "resnet56":
         net = PreActResNet(56, in_channels=in_channels, final_relu=final_relu)
     elif name == "densenet40bc":
-        net = DenseNetBC(40, growth_rate=12, in_channels=in_channels, final_relu=final_relu)
+        net = DenseNetBC(12, growth_rate=12, in_channels=in_channels, final_relu=final_relu)
     elif name == "digits_cnn":
         net = DigitsConvNet(in_channels=in_channels, final_relu=final_relu)
     else:

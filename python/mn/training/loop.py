@@ -209,7 +209,7 @@ class Run:
         if changed & {"weight_decay", "momentum"}:
             fresh = build_optimizer(cfg, self.ddp).param_groups           # the groups as cfg makes them
             for group, new in zip(self.optimizer.param_groups, fresh):
-                for key in ("weight_decay", "momentum"):
+                for key in ("weight_decay", "momentum", "nesterov"):
                     if key in group:
                         group[key] = new[key]
 

@@ -86,7 +86,8 @@ def build_model(cfg: TrainConfig, data: Prepared) -> nn.Module:
         head = MetaNeighborhoodsHead(dim, outputs, num_entries=cfg.num_entries, gamma=cfg.gamma,
                                      inner_lr="feature" if cfg.inner_lr == "diagonal" else "scalar",
                                      inner_lr_init=cfg.inner_lr_init, inner_steps=cfg.inner_steps,
-                                     entry_dropout=cfg.entry_dropout, backend="auto")
+                                     entry_dropout=cfg.entry_dropout, backend="auto", key_init_std=cfg.key_init_std,
+                                     value_scale=cfg.value_scale, value_init_std=cfg.value_init_std)
         return MNImageClassifier(MetaNeighborhoodsClassifier(backbone, head, aux_weight=cfg.aux_weight))
     in_features = data.input_shape[0]
     net = _tabular_net(cfg, in_features, outputs)
@@ -95,11 +96,13 @@ def build_model(cfg: TrainConfig, data: Prepared) -> nn.Module:
     regression = task == "regression"
     y = data.train.y
     value_range = (y.min().item(), y.max().item()) if regression else (0.0, 1.0)
-    layer = MetaNeighborhoods(net, in_features, outputs, cfg.num_entries, similarity=cfg.similarity or "euclidean",
+    layer = MetaNeighborhoods(net, in_features, outputs, cfg.num_entries, similarity=cfg.similarity,
                               inner_loss="mse" if regression else "ce", gamma=cfg.gamma,
                               inner_lr="elementwise" if cfg.inner_lr == "diagonal" else "scalar",
                               inner_lr_init=cfg.inner_lr_init, inner_steps=cfg.inner_steps,
-                              entry_dropout=cfg.entry_dropout, value_range=value_range)
+                              entry_dropout=cfg.entry_dropout, value_range=value_range,
+                              key_init_std=cfg.key_init_std, value_scale=cfg.value_scale,
+                              value_init_std=cfg.value_init_std)
     return MNTabular(layer, task)
 
 

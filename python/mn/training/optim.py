@@ -1,5 +1,5 @@
 """Optimiser, step-decay schedule and gradient clipping (paper §Implementation details;
-docs/design.md, "Facts from the authors' code")."""
+docs/design.md, "Training recipe")."""
 from __future__ import annotations
 
 import torch
@@ -9,16 +9,29 @@ from .config import TrainConfig
 from .methods import no_decay_parameters
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW (paper) or SGD with momentum; two parameter groups, weight decay only on the first."""
+def decayed_parameters(cfg: TrainConfig, model: nn.Module) -> set[int]:
+    """ids of the parameters weight decay applies to, as in the authors' code: AdamW decays every parameter
+    outside the dictionary and the output layers (their decay_var_list: all but the 'memory' scope, so batch-norm
+    scales and shifts too); SGD decays the weights of the convolutions and linear layers only (their L2
+    regulariser sits on the conv kernels; ours reaches an MLP backbone's linear weights likewise)."""
     skip = no_decay_parameters(model)
+    if cfg.optimizer == "adamw":
+        return {id(p) for p in model.parameters() if id(p) not in skip}
+    return {id(m.weight) for m in model.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m.weight) not in skip}
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW (paper) or SGD with Nesterov momentum (authors' code); two parameter groups, weight decay only on
+    the first (decayed_parameters). cfg.weight_decay is in torch's form (docs/design.md, "Training recipe")."""
+    decayed = decayed_parameters(cfg, model)
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in skip], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if id(p) in decayed], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):

@@ -2,13 +2,14 @@
 of a configuration, with a summary as in the paper's tables (mean ± std)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
 
 from ..data import load_dataset, prepare
 from .checkpoint import CheckpointError, load_checkpoint, require_entries, require_finite_weights
-from .config import ConfigError, TrainConfig, check_config
+from .config import ConfigError, TrainConfig, check_config, from_stored
 from .console import Console, number
 from .distributed import Context, resolve_device, setup
 from .loop import Run, evaluate
@@ -47,12 +48,12 @@ def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print, console: C
     folds = _folds(cfg, data.test is not None)
     if console is None:
         console = Console()
-    console.runs_left = len(cfg.seeds) * len(folds)
+    console.runs_left = len(cfg.seeds) * len(folds) * len(cfg.weight_decay_grid or [None])
     runs, started = [], False
     for seed in cfg.seeds:
         for fold in folds:
             prepared = prepare(data, val_fraction=cfg.val_fraction, fold=fold, folds=cfg.folds,
-                               split_seed=cfg.split_seed)
+                               split_seed=cfg.split_seed, augment=cfg.augment)
             if not started and ctx.main:
                 if cfg.out_dir is not None:
                     write_config(cfg.out_dir, cfg)
@@ -62,7 +63,7 @@ def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print, console: C
             run_dir = None
             if cfg.out_dir is not None:
                 run_dir = Path(cfg.out_dir) / f"seed{seed}" / ("" if fold is None else f"fold{fold}")
-            result = Run(cfg, prepared, ctx, seed=seed, fold=fold, run_dir=run_dir, console=console).fit()
+            result = fit_one(cfg, prepared, ctx, seed=seed, fold=fold, run_dir=run_dir, console=console)
             runs.append({"seed": seed, "fold": fold, **result})
             if ctx.main:
                 log(json.dumps(runs[-1]))
@@ -74,6 +75,28 @@ def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print, console: C
         summary["cv_per_seed"] = [dict(zip(("mean", "std"), m)) for m in per_seed]
         summary["std_over_seeds"] = mean_std([m for m, _ in per_seed])[1]
     return {"runs": runs, "summary": summary}
+
+
+def fit_one(cfg: TrainConfig, prepared, ctx: Context, *, seed: int, fold: int | None, run_dir: Path | None,
+            console: Console) -> dict:
+    """One (seed, fold): a Run's result; with cfg.weight_decay_grid, one Run per value (into run_dir/wd<value>)
+    and the result of the one with the best validation metric (accuracy, or MSE for regression), as the paper
+    chooses weight decay per data set, plus `weight_decay` (the choice) and `grid` (each value's validation
+    metric). The choice sees the validation split only; the test split is measured for every run as usual."""
+    if cfg.weight_decay_grid is None:
+        return Run(cfg, prepared, ctx, seed=seed, fold=fold, run_dir=run_dir, console=console).fit()
+    if prepared.val is None:
+        raise ConfigError("weight_decay_grid chooses on the validation split, and this run has none: set "
+                          "val_fraction > 0")
+    key = "val_accuracy" if prepared.data.task == "classification" else "val_mse"
+    tried = []
+    for wd in cfg.weight_decay_grid:
+        one = dataclasses.replace(cfg, weight_decay=wd, weight_decay_grid=None)
+        where = None if run_dir is None else run_dir / f"wd{wd:g}"
+        tried.append((wd, Run(one, prepared, ctx, seed=seed, fold=fold, run_dir=where, console=console).fit()))
+    pick = max if key == "val_accuracy" else min
+    wd, result = pick(tried, key=lambda t: t[1][key])       # ties: the first value listed
+    return {**result, "weight_decay": wd, "grid": [{"weight_decay": w, key: r[key]} for w, r in tried]}
 
 
 def _over(seeds: list[int], folds: list[int | None]) -> str:
@@ -126,7 +149,7 @@ def load_trained(path: str | Path, *, data_dir: str | None = None, device: str =
     require_entries(path, state, ("model", "seed", "fold", "epoch"))
     require_finite_weights(path, state["model"])
     try:
-        cfg = TrainConfig(**config)
+        cfg = TrainConfig(**from_stored(config))
         check_config(cfg)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path} holds a configuration this mn cannot use ({e})") from e

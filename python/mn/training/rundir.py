@@ -5,6 +5,7 @@
   OUT_DIR/seed<S>/[fold<F>/]metrics.jsonl  one JSON record per epoch, then the run's result
   OUT_DIR/seed<S>/[fold<F>/]last.pt        everything a resume needs (the commit point; loop.Run)
   OUT_DIR/seed<S>/[fold<F>/]best.pt        the best model by validation, for `mn eval` and `mn analyze`
+  OUT_DIR/seed<S>/[fold<F>/]wd<V>/...      the same files per value, with --weight-decay-grid
 
 Without --out-dir a run gets a new folder runs/<dataset>-<method>-<YYYYmmdd-HHMMSS>. A folder that already holds
 a run is only reused with --resume (continue it) or --overwrite (delete its run files first).
@@ -18,10 +19,12 @@ import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, load_checkpoint, write_lines
-from .config import ConfigError, TrainConfig, config_to_dict
+from .config import ConfigError, TrainConfig, config_to_dict, from_stored
 
 CONFIG_FILE = "config.json"
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+# Folders a run's files sit in: a (seed, fold), and with weight_decay_grid one folder per value below it.
+RUN_FOLDERS = ("seed*/", "seed*/fold*/", "seed*/wd*/", "seed*/fold*/wd*/")
 
 # Settings of the command, not of the configuration: left out of config.json and of --dry-run's object.
 INVOCATION = ("out_dir", "resume", "progress")
@@ -29,7 +32,8 @@ INVOCATION = ("out_dir", "resume", "progress")
 # and splits it sees, in what batches). The optimiser's kind is refused too: its state cannot carry over.
 MODEL_AND_DATA = ("dataset", "method", "backbone", "classifier", "optimizer", "num_entries", "gamma", "inner_steps",
                   "inner_lr", "inner_lr_init", "entry_dropout", "aux_weight", "similarity", "val_fraction", "folds",
-                  "split_seed", "batch_size")
+                  "split_seed", "batch_size", "key_init_std", "value_scale", "value_init_std", "augment",
+                  "weight_decay_grid")
 # Changes a resume applies from the next epoch (and says so); any other setting (seeds, fold, device, data_dir,
 # eval_batch_size) only says what to run and where.
 APPLIED = ("lr", "weight_decay", "momentum", "lr_milestones", "lr_decay", "grad_clip", "epochs", "patience",
@@ -70,7 +74,7 @@ def run_files(out_dir: str | Path) -> list[Path]:
     """The files of a run in `out_dir`: config.json and seed*/[fold*/]{last.pt, best.pt, metrics.jsonl}."""
     out_dir = Path(out_dir)
     found = [out_dir / CONFIG_FILE] if (out_dir / CONFIG_FILE).is_file() else []
-    for pattern in ("seed*/", "seed*/fold*/"):
+    for pattern in RUN_FOLDERS:
         for name in RUN_FILES:
             found += sorted(p for p in out_dir.glob(pattern + name) if p.is_file())
     return found
@@ -110,6 +114,7 @@ def describe(changes) -> str:
 def check_resume(stored: dict, cfg: TrainConfig, where) -> list[tuple[str, object, object]]:
     """ConfigError listing every model or data setting of `cfg` that differs from the run's (`stored`, read from
     `where`); returns the differing settings a resume applies (APPLIED)."""
+    stored = from_stored(stored)
     refused = differences(stored, cfg, MODEL_AND_DATA)
     if refused:
         raise ConfigError(f"--resume: these settings differ from the run in {where} and would change its model or "
@@ -122,7 +127,7 @@ def resume_values(stored: dict) -> dict:
     """The stored configuration as the base of a resumed run's settings (without the command's own settings and
     keys this mn does not know)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in stored.items() if k in names and k not in INVOCATION}
+    return {k: v for k, v in from_stored(stored).items() if k in names and k not in INVOCATION}
 
 
 def clear_run(out_dir: str | Path) -> list[Path]:
@@ -130,10 +135,11 @@ def clear_run(out_dir: str | Path) -> list[Path]:
     empty; other files stay. Returns what was deleted."""
     out_dir = Path(out_dir)
     gone = run_files(out_dir)
-    gone += [p for pattern in ("seed*/*.tmp", "seed*/fold*/*.tmp") for p in out_dir.glob(pattern)]
+    gone += [p for pattern in RUN_FOLDERS for p in out_dir.glob(pattern + "*.tmp")]
     for path in gone:
         path.unlink()
-    for folder in sorted(out_dir.glob("seed*/fold*/"), reverse=True) + sorted(out_dir.glob("seed*/"), reverse=True):
+    folders = [f for pattern in RUN_FOLDERS for f in out_dir.glob(pattern)]
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):      # the deepest first
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
     return gone
