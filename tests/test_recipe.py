@@ -191,3 +191,24 @@ def test_bad_recipe_settings_name_their_key(flags, message):
     from mn.training import ConfigError
     with pytest.raises(ConfigError, match=message):
         make_config(flags=flags)
+
+
+def test_a_checkpoint_of_an_earlier_mn_is_read_with_the_value_form_it_was_trained_with(tmp_path):
+    """Runs before the value scale stored no value_scale; their values were softmax(raw). Such a checkpoint must
+    predict as it did, not with softmax(10 * raw)."""
+    from mn.training import train
+    from mn.training.checkpoint import load_checkpoint, save_checkpoint
+    from mn.training.console import Console
+    from mn.training.run import evaluate_checkpoint, load_trained
+
+    cfg = make_config(flags=dict(dataset="digits", method="mn", num_entries=10, epochs=1, max_steps_per_epoch=2,
+                                 out_dir=str(tmp_path), progress=False))
+    train(cfg, log=lambda line: None, console=Console(lambda text: None, bars=False))
+    config, state = load_checkpoint(tmp_path / "seed0" / "best.pt")
+    old_config = {k: v for k, v in config.items() if k not in ("value_scale", "value_init_std", "key_init_std")}
+    old_state = dict(state, model={k: (10 * v if k.endswith("value_logits") else v) for k, v in state["model"].items()})
+    save_checkpoint(tmp_path / "old.pt", config=old_config, state=old_state)
+    _, _, model, _ = load_trained(tmp_path / "old.pt")
+    assert model.classifier.head.value_scale == 1.0
+    new, old = evaluate_checkpoint(tmp_path / "seed0" / "best.pt"), evaluate_checkpoint(tmp_path / "old.pt")
+    assert old["loss"] == pytest.approx(new["loss"], rel=1e-5) and old["accuracy"] == new["accuracy"]
