@@ -62,7 +62,9 @@ def _choices(values) -> str:
 TRAIN_HELP = {
     "dataset": f"data set: {_choices(DATASETS)}, or csv:<path> (a numeric CSV, target in the last column)",
     "data_dir": "where the data set's files are (default: $MN_DATA or ./data; nothing is downloaded)",
-    "method": f"{_choices(METHODS)}: the output layer alone, or Meta-Neighborhoods",
+    "method": f"{_choices(METHODS)}: the output layer alone, Meta-Neighborhoods, or the MAXL baseline (Liu et "
+              f"al., NeurIPS 2019: a multi-task network with an auxiliary head trained on labels a second network "
+              f"learns; classification only)",
     "backbone": f"feature extractor: {_choices(ALL_BACKBONES)} (mlp, linear: tabular sets)",
     "classifier": f"output layer of --method vanilla: {_choices(CLASSIFIERS)}",
     "optimizer": _choices(OPTIMIZERS),
@@ -96,10 +98,21 @@ TRAIN_HELP = {
     "eval_batch_size": "batch size of validation and test",
     "device": "auto, cpu, cuda, cuda:1, ... (auto: the GPU if there is one)",
     "out_dir": "run folder (default: a new runs/<dataset>-<method>-<YYYYmmdd-HHMMSS>)",
+    "maxl_psi": "--method maxl: auxiliary classes per primary class (the hierarchy psi)",
+    "maxl_generator": f"--method maxl: backbone of the label-generation network ({_choices(ALL_BACKBONES)}; "
+                      f"default: the same as --backbone, with its own weights)",
+    "maxl_gen_lr": "--method maxl: learning rate of the label-generation network (same optimiser kind and schedule)",
+    "maxl_gen_weight_decay": "--method maxl: weight decay of the label-generation network (torch's form)",
+    "maxl_lookahead_lr": "--method maxl: step size alpha of the look-ahead SGD step theta1+ the generator learns "
+                         "through (times --lr-decay at each milestone)",
+    "maxl_entropy_weight": "--method maxl: weight of the entropy regulariser that keeps generated labels from "
+                           "collapsing",
+    "maxl_focal_gamma": "--method maxl: focal loss exponent of the primary and auxiliary losses (0: cross-entropy)",
 }
 _METAVARS = {"dataset": "NAME", "method": "{" + ",".join(METHODS) + "}", "backbone": "NAME",
              "classifier": "{" + ",".join(CLASSIFIERS) + "}", "optimizer": "{" + ",".join(OPTIMIZERS) + "}",
-             "inner_lr": "{" + ",".join(INNER_LRS) + "}", "similarity": "{" + ",".join(SIMILARITIES) + "}"}
+             "inner_lr": "{" + ",".join(INNER_LRS) + "}", "similarity": "{" + ",".join(SIMILARITIES) + "}",
+             "maxl_generator": "NAME"}
 
 
 def _boolean(text: str) -> bool:

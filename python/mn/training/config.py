@@ -12,7 +12,7 @@ from pathlib import Path
 from ..data import DATASETS, UCI_SETS
 from ..models import BACKBONES
 
-METHODS = ("vanilla", "mn")
+METHODS = ("vanilla", "mn", "maxl")
 CLASSIFIERS = ("cosine", "dot")
 OPTIMIZERS = ("adamw", "sgd")
 INNER_LRS = ("scalar", "diagonal")
@@ -63,6 +63,14 @@ class TrainConfig:
     out_dir: str | None = None              # checkpoints + metrics.jsonl; None: nothing written
     resume: bool = False
     progress: bool = True
+    # --method maxl (MAXL, Liu et al. 2019; defaults from the MAXL code, cited in training/maxl.py)
+    maxl_psi: int = 5                       # auxiliary classes per primary class (the hierarchy psi)
+    maxl_generator: str | None = None       # label generator's backbone; None: the same as backbone, own weights
+    maxl_gen_lr: float = 1e-3               # label generator's learning rate
+    maxl_gen_weight_decay: float = 5e-4     # label generator's weight decay (torch's form)
+    maxl_lookahead_lr: float = 0.01         # alpha of the look-ahead step theta1+ (decayed with the schedule)
+    maxl_entropy_weight: float = 0.2        # weight of the entropy regulariser of the generated labels
+    maxl_focal_gamma: float = 2.0           # focal loss exponent of both tasks (0: cross-entropy)
 
 
 # The defaults and where each comes from ("paper": §Implementation details of the classification and regression
@@ -219,6 +227,13 @@ def check_config(cfg: TrainConfig) -> None:
     _require(isinstance(cfg.device, str), "device", "a string such as 'auto', 'cpu', 'cuda'", cfg.device)
     _require(not cfg.resume or cfg.out_dir is not None, "resume", "used with out_dir (where the checkpoint is)",
              cfg.resume)
+    _require(_is_int(cfg.maxl_psi) and cfg.maxl_psi >= 1, "maxl_psi", "a positive integer", cfg.maxl_psi)
+    _require(cfg.maxl_generator is None or cfg.maxl_generator in ALL_BACKBONES, "maxl_generator",
+             f"null or one of {', '.join(map(repr, ALL_BACKBONES))}", cfg.maxl_generator)
+    for key in ("maxl_gen_lr", "maxl_lookahead_lr"):
+        _require(_is_num(getattr(cfg, key)) and getattr(cfg, key) > 0, key, "a number > 0", getattr(cfg, key))
+    for key in ("maxl_gen_weight_decay", "maxl_entropy_weight", "maxl_focal_gamma"):
+        _require(_is_num(getattr(cfg, key)) and getattr(cfg, key) >= 0, key, "a number >= 0", getattr(cfg, key))
 
 
 # Settings a configuration stored by an earlier mn lacks, with the values its runs used: its models took the

@@ -132,6 +132,13 @@ class Run:
     starts metrics.jsonl anew; a resumed run that had already finished logs its result record only once.
     """
 
+    def __new__(cls, cfg: TrainConfig, *args, **kwargs):
+        """Run(cfg, ...) of --method maxl is a maxl.MaxlRun (two networks and optimisers, two passes an epoch)."""
+        if cls is Run and cfg.method == "maxl":
+            from .maxl import MaxlRun
+            cls = MaxlRun
+        return super().__new__(cls)
+
     def __init__(self, cfg: TrainConfig, data: Prepared, ctx: Context, *, seed: int, fold: int | None = None,
                  run_dir: Path | None = None, console: Console | None = None):
         self.cfg, self.data, self.ctx, self.seed, self.fold = cfg, data, ctx, seed, fold
@@ -139,15 +146,19 @@ class Run:
         self.run_dir = None if run_dir is None else Path(run_dir)
         torch.manual_seed(seed)                                  # initial weights and dictionary
         self.model = build_model(cfg, data).to(ctx.device)
-        self.ddp = wrap(self.model, ctx)
-        self.optimizer = build_optimizer(cfg, self.ddp)
-        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self._build_training()
         self.epoch, self.bad_epochs, self.best_val_loss = 0, 0, float("inf")
         self.best, self.best_epoch, self.best_state = None, 0, None
         self.history: list[dict] = []          # the epoch records written to metrics.jsonl, kept in last.pt
         self._fresh_log, self._result_logged = True, False
         if cfg.resume and self.run_dir is not None and (self.run_dir / "last.pt").exists():
             self._resume(self.run_dir / "last.pt")
+
+    def _build_training(self) -> None:
+        """What trains self.model: self.ddp (DDP under torchrun), its optimiser and schedule."""
+        self.ddp = wrap(self.model, self.ctx)
+        self.optimizer = build_optimizer(self.cfg, self.ddp)
+        self.scheduler = build_scheduler(self.cfg, self.optimizer)
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def _state(self) -> dict:

@@ -8,6 +8,7 @@ loop weight each process's share of a global batch exactly (see loop.py).
   image classification, MN:      backbone (no last ReLU) + MetaNeighborhoodsHead + auxiliary cosine head (Eq. 14)
   tabular (spirals, regression): output network alone, or wrapped by the generic MetaNeighborhoods layer with
                                  its dictionary in input space (the paper's regression setting, Eq. 9)
+  classification, MAXL:          multi-task network + label generator (training/maxl.py, the Table 1 baseline)
 """
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ def _tabular_net(cfg: TrainConfig, in_features: int, outputs: int) -> nn.Module:
 def build_model(cfg: TrainConfig, data: Prepared) -> nn.Module:
     """The model of cfg.method for the prepared data set (shapes, classes and target range read from it)."""
     task, outputs = data.data.task, data.data.num_outputs
+    if cfg.method == "maxl":                # multi-task network + label generator (training/maxl.py)
+        from .maxl import build_maxl
+        return build_maxl(cfg, data)
     if data.data.kind == "image":
         if task != "classification" or cfg.backbone in ("mlp", "linear"):
             raise ConfigError(f"backbone must be one of the image backbones for {data.data.name}, got {cfg.backbone!r}")

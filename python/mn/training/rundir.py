@@ -38,6 +38,9 @@ MODEL_AND_DATA = ("dataset", "method", "backbone", "classifier", "optimizer", "n
 # eval_batch_size) only says what to run and where.
 APPLIED = ("lr", "weight_decay", "momentum", "lr_milestones", "lr_decay", "grad_clip", "epochs", "patience",
            "max_steps_per_epoch")
+# --method maxl (training/maxl.py): psi and the generator's backbone shape its networks; the rest is applied.
+MODEL_AND_DATA += ("maxl_psi", "maxl_generator")
+APPLIED += ("maxl_gen_lr", "maxl_gen_weight_decay", "maxl_lookahead_lr", "maxl_entropy_weight", "maxl_focal_gamma")
 
 
 def config_record(cfg: TrainConfig) -> dict:
