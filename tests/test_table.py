@@ -111,7 +111,7 @@ def test_real_runs_give_the_hand_computed_means_and_stds(real_runs, capsys):
     regression_text = text[text.index("test MSE"):]
     header, rows = _markdown_rows(regression_text)
     assert header == ["diabetes / mlp"] and list(rows) == ["vanilla", "ours ft:1+S"]
-    assert rows["ours ft:1+S"] == [f"{mean:.4g} ± {std:.2g} (n=5)"] and rows["vanilla"] == ["–"]
+    assert rows["ours ft:1+S"] == [f"{mean:#.4g} ± {std:#.2g} (n=5)"] and rows["vanilla"] == ["–"]
 
 
 def _fake_run(folder, settings, results, *, unfinished=(), epochs_done=3):
@@ -264,3 +264,14 @@ def test_row_labels_name_the_papers_columns():
         "ours ft:1+S (sgd)"
     assert row_label({"method": "vanilla", "backbone": "mlp", "classifier": "cosine", "optimizer": "adamw"}) == \
         "vanilla"
+
+
+def test_a_real_weight_decay_grid_run_gives_mn_trains_own_summary(tmp_path, capsys):
+    run = tmp_path / "grid"
+    assert main(["train", "--dataset", "diabetes", "--num-entries", "20", *QUICK, "--folds", "3",
+                 "--weight-decay-grid", "0.1", "0.01", "--out-dir", str(run)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = lines[-1]
+    cell = _cell(_json(capsys, run), "ours ft:1+S", "diabetes", "mlp")
+    assert (cell["n"], cell["mean"], cell["std"]) == (3, pytest.approx(summary["mean"]), pytest.approx(summary["std"]))
+    assert [r["weight_decay"] for r in cell["runs"]] == [r["weight_decay"] for r in lines[:-1]]

@@ -235,7 +235,7 @@ def _value(task: str, cell: dict) -> str:
     if task == "classification":
         mean, spread = f"{100 * cell['mean']:.2f}", f"{100 * cell['std']:.2f}"
     else:
-        mean, spread = f"{cell['mean']:.4g}", f"{cell['std']:.2g}"
+        mean, spread = f"{cell['mean']:#.4g}", f"{cell['std']:#.2g}"     # significant digits, zeros kept
     return (mean if cell["n"] == 1 else f"{mean} ± {spread}") + f" (n={cell['n']})"
 
 
