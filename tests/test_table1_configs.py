@@ -13,12 +13,13 @@ from mn.training.config import dataset_defaults, make_config, read_config_file
 FOLDER = Path(__file__).resolve().parents[1] / "configs" / "table1"
 DATASETS = ("cifar10", "cifar100", "cinic10", "tiny_imagenet")
 BACKBONES = ("densenet40bc", "resnet29", "resnet56")
-# row -> what defines it, in the paper's column order. MAXL: no cells until mn has a method for it.
+# row -> what defines it, in the paper's column order
 ROWS = {
     "vanilla-dot-sgd": dict(method="vanilla", classifier="dot", optimizer="sgd", lr=0.1),
     "vanilla-dot-adamw": dict(method="vanilla", classifier="dot", optimizer="adamw"),
     "vanilla-cos-sgd": dict(method="vanilla", classifier="cosine", optimizer="sgd", lr=0.1),
     "vanilla-cos-adamw": dict(method="vanilla", classifier="cosine", optimizer="adamw"),
+    "maxl": dict(method="maxl"),
     "mn-ft1-S": dict(method="mn", classifier="cosine", optimizer="adamw", inner_steps=1, inner_lr="scalar"),
     "mn-ft1-D": dict(method="mn", classifier="cosine", optimizer="adamw", inner_steps=1, inner_lr="diagonal"),
     "mn-ft3-S": dict(method="mn", classifier="cosine", optimizer="adamw", inner_steps=3, inner_lr="scalar"),
@@ -30,7 +31,7 @@ EXPECTED = {f"{d}-{b}-{r}.json": dict(dataset=d, backbone=b, **s) for d in DATAS
 
 def test_the_folder_holds_exactly_one_file_per_cell_with_only_what_defines_it():
     assert sorted(p.name for p in FOLDER.glob("*.json")) == sorted(EXPECTED)
-    assert len(EXPECTED) == 4 * 3 * 8
+    assert len(EXPECTED) == 4 * 3 * 9
     for name, settings in EXPECTED.items():
         assert read_config_file(FOLDER / name) == settings, name
 
@@ -50,13 +51,13 @@ def test_make_py_regenerates_the_files_byte_for_byte(tmp_path):
     done = subprocess.run([sys.executable, str(FOLDER / "make.py"), "--out", str(tmp_path)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "wrote 96 cells" in done.stdout and "removed stale.json" in done.stdout
+    assert "wrote 108 cells" in done.stdout and "removed stale.json" in done.stdout
     made = {p.name: p.read_bytes() for p in tmp_path.glob("*.json")}
     assert made == {p.name: p.read_bytes() for p in FOLDER.glob("*.json")}
 
 
 @pytest.mark.parametrize("name", ["cifar10-resnet29-mn-ft1-D.json", "tiny_imagenet-densenet40bc-vanilla-dot-sgd.json",
-                                  "cinic10-resnet56-mn-ft3-S.json"])
+                                  "cinic10-resnet56-mn-ft3-S.json", "cifar100-resnet56-maxl.json"])
 def test_mn_train_dry_run_takes_a_cell(name, capsys, tmp_path):
     capsys.readouterr()
     assert main(["train", "--config", str(FOLDER / name), "--out-dir", str(tmp_path / "run"), "--dry-run"]) == 0

@@ -23,13 +23,14 @@ BACKBONES = ("densenet40bc", "resnet29", "resnet56")
 # (from 1e-3 it would end at 1e-6). 0.1 is also mn's default for --optimizer sgd; it is written here to be explicit.
 SGD_LR = 0.1
 
-# The rows of Table 1 (file-name part -> the settings that define the row), in the paper's column order.
-# MAXL (the paper's fifth column) has no cells yet: mn has no `method: "maxl"` to run it with.
+# The rows of Table 1 (file-name part -> the settings that define the row), in the paper's column order. MAXL
+# has no output-layer or optimiser choice of its own: it trains with the data set's (python/mn/training/maxl.py).
 ROWS = {
     "vanilla-dot-sgd": dict(method="vanilla", classifier="dot", optimizer="sgd", lr=SGD_LR),
     "vanilla-dot-adamw": dict(method="vanilla", classifier="dot", optimizer="adamw"),
     "vanilla-cos-sgd": dict(method="vanilla", classifier="cosine", optimizer="sgd", lr=SGD_LR),
     "vanilla-cos-adamw": dict(method="vanilla", classifier="cosine", optimizer="adamw"),
+    "maxl": dict(method="maxl"),
     **{f"mn-ft{steps}-{rate[0].upper()}": dict(method="mn", classifier="cosine", optimizer="adamw",
                                                inner_steps=steps, inner_lr=rate)
        for steps in (1, 3) for rate in ("scalar", "diagonal")},
