@@ -65,7 +65,8 @@ TRAIN_HELP = {
     "method": f"{_choices(METHODS)}: the output layer alone, Meta-Neighborhoods, or the MAXL baseline (Liu et "
               f"al., NeurIPS 2019: a multi-task network with an auxiliary head trained on labels a second network "
               f"learns; classification only)",
-    "backbone": f"feature extractor: {_choices(ALL_BACKBONES)} (mlp, linear: tabular sets)",
+    "backbone": f"feature extractor: {_choices(ALL_BACKBONES)} (mlp, linear: tabular sets; mlp_small, mlp_wide: "
+                f"tabular classification, with the image sets' output layers)",
     "classifier": f"output layer of --method vanilla: {_choices(CLASSIFIERS)}",
     "optimizer": _choices(OPTIMIZERS),
     "lr": "learning rate (0.1 with --optimizer sgd when not given)",

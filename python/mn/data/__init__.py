@@ -1,7 +1,9 @@
 """Data sets of mn.
 
 Shipped and always available: sklearn digits (classification; "digits_coarse": 5 groups of two digits),
-sklearn diabetes (regression), the two-spirals toy (generated). From local files in their standard formats
+sklearn diabetes (regression), the two-spirals toy (generated). Generated tabular classification sets:
+"mixture" (sklearn make_classification), "hierarchy" / "hierarchy_coarse" (fine classes inside coarse ones).
+From local files in their standard formats
 (nothing is downloaded): CIFAR-10, CIFAR-100 (fine or coarse labels), CINIC-10, Tiny-ImageNet (32x32), the
 paper's UCI regression sets, any numeric CSV.
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from .base import DataFormatError, Split, TaskData
 from .cifar import load_cifar10, load_cifar100
+from .generated import load_hierarchy, load_mixture
 from .images import load_cinic10, load_tiny_imagenet
 from .prepare import Prepared, kfold_split, prepare
 from .shipped import DIGIT_GROUPS, load_diabetes, load_digits, load_spirals
@@ -21,10 +24,11 @@ from .spirals import make_spirals
 from .tabular import UCI_SETS, load_csv, load_uci
 
 SHIPPED = ("digits", "digits_coarse", "diabetes", "spirals")
+GENERATED = ("mixture", "hierarchy", "hierarchy_coarse")
 FROM_FILES = ("cifar10", "cifar100", "cifar100_coarse", "cinic10", "tiny_imagenet", *UCI_SETS)
-DATASETS = SHIPPED + FROM_FILES
+DATASETS = SHIPPED + GENERATED + FROM_FILES
 # Data sets labelled by superclasses, and the set with the same examples (same order) and fine labels.
-FINE_OF = {"digits_coarse": "digits", "cifar100_coarse": "cifar100"}
+FINE_OF = {"digits_coarse": "digits", "cifar100_coarse": "cifar100", "hierarchy_coarse": "hierarchy"}
 
 
 def default_data_dir() -> Path:
@@ -41,7 +45,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
         return load_csv(Path(name[4:]))
     loaders = {
         "digits": load_digits, "digits_coarse": lambda: load_digits(coarse=True), "diabetes": load_diabetes,
-        "spirals": load_spirals,
+        "spirals": load_spirals, "mixture": load_mixture, "hierarchy": load_hierarchy,
+        "hierarchy_coarse": lambda: load_hierarchy(coarse=True),
         "cifar10": lambda: load_cifar10(root), "cifar100": lambda: load_cifar100(root),
         "cifar100_coarse": lambda: load_cifar100(root, coarse=True), "cinic10": lambda: load_cinic10(root),
         "tiny_imagenet": lambda: load_tiny_imagenet(root),
@@ -52,8 +57,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
     return loaders[name]()
 
 
-__all__ = ["DATASETS", "SHIPPED", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS", "DataFormatError", "Split", "TaskData",
-           "Prepared", "prepare",
+__all__ = ["DATASETS", "SHIPPED", "GENERATED", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS", "DataFormatError", "Split",
+           "TaskData", "Prepared", "prepare",
            "kfold_split", "load_dataset", "default_data_dir", "make_spirals", "load_digits", "load_diabetes",
-           "load_spirals", "load_cifar10", "load_cifar100", "load_cinic10", "load_tiny_imagenet", "load_uci",
-           "load_csv", "UCI_SETS"]
+           "load_spirals", "load_mixture", "load_hierarchy", "load_cifar10", "load_cifar100", "load_cinic10",
+           "load_tiny_imagenet", "load_uci", "load_csv", "UCI_SETS"]

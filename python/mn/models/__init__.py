@@ -1,5 +1,7 @@
 """Backbones (feature extractors mu_theta) and the regression output network.
 
+Images: `build_backbone`. Tabular classification: `build_feature_mlp` (mlp_small, mlp_wide; models/feature_mlp.py).
+
 `build_backbone(name, in_channels, final_relu)` -> (module, feature_dim): module maps images (B, C, H, W)
 to features (B, feature_dim). final_relu=False drops the last ReLU, as the paper does for the cosine
 output layer (so features can be negative like the classifier weights and the dictionary keys).
@@ -10,6 +12,7 @@ from torch import nn
 
 from .densenet import DenseNetBC
 from .digits import DigitsConvNet
+from .feature_mlp import FEATURE_MLPS, FeatureMLP, build_feature_mlp
 from .mlp import RegressionMLP
 from .resnet import PreActResNet
 
@@ -31,4 +34,5 @@ def build_backbone(name: str, *, in_channels: int = 3, final_relu: bool = True) 
     return net, net.feature_dim
 
 
-__all__ = ["BACKBONES", "build_backbone", "PreActResNet", "DenseNetBC", "DigitsConvNet", "RegressionMLP"]
+__all__ = ["BACKBONES", "FEATURE_MLPS", "build_backbone", "build_feature_mlp", "PreActResNet", "DenseNetBC",
+           "DigitsConvNet", "FeatureMLP", "RegressionMLP"]

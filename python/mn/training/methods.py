@@ -6,6 +6,8 @@ loop weight each process's share of a global batch exactly (see loop.py).
 
   image classification, vanilla: backbone (with last ReLU) + dot layer, or backbone (no last ReLU) + cosine layer
   image classification, MN:      backbone (no last ReLU) + MetaNeighborhoodsHead + auxiliary cosine head (Eq. 14)
+  tabular classification with a feature backbone (mlp_small, mlp_wide): as image classification, the backbone
+                                 an MLP (models/feature_mlp.py), so vanilla and MN share it as in Table 1
   tabular (spirals, regression): output network alone, or wrapped by the generic MetaNeighborhoods layer with
                                  its dictionary in input space (the paper's regression setting, Eq. 9)
   classification, MAXL:          multi-task network + label generator (training/maxl.py, the Table 1 baseline)
@@ -19,7 +21,7 @@ from torch import nn
 from ..data import Prepared
 from ..generic import MetaNeighborhoods
 from ..layers import CosineClassifier, DotClassifier, MetaNeighborhoodsClassifier, MetaNeighborhoodsHead
-from ..models import RegressionMLP, build_backbone
+from ..models import BACKBONES, FEATURE_MLPS, RegressionMLP, build_backbone, build_feature_mlp
 from .config import ConfigError, TrainConfig
 
 
@@ -68,7 +70,8 @@ def _tabular_net(cfg: TrainConfig, in_features: int, outputs: int) -> nn.Module:
         return nn.Linear(in_features, outputs)
     if cfg.backbone == "mlp":
         return RegressionMLP(in_features, outputs)
-    raise ConfigError(f"backbone must be 'mlp' or 'linear' for the tabular data set, got {cfg.backbone!r}")
+    raise ConfigError(f"backbone must be 'mlp' or 'linear' for the tabular data set (or, for classification, one "
+                      f"of {', '.join(map(repr, FEATURE_MLPS))}), got {cfg.backbone!r}")
 
 
 def build_model(cfg: TrainConfig, data: Prepared) -> nn.Module:
@@ -77,16 +80,22 @@ def build_model(cfg: TrainConfig, data: Prepared) -> nn.Module:
     if cfg.method == "maxl":                # multi-task network + label generator (training/maxl.py)
         from .maxl import build_maxl
         return build_maxl(cfg, data)
-    if data.data.kind == "image":
-        if task != "classification" or cfg.backbone in ("mlp", "linear"):
+    if data.data.kind == "image" or cfg.backbone in FEATURE_MLPS:
+        if data.data.kind == "image" and (task != "classification" or cfg.backbone not in BACKBONES):
             raise ConfigError(f"backbone must be one of the image backbones for {data.data.name}, got {cfg.backbone!r}")
-        in_channels = data.input_shape[0]
+        if data.data.kind != "image" and task != "classification":
+            raise ConfigError(f"backbone {cfg.backbone!r} is for tabular classification; {data.data.name} is a "
+                              f"regression set: use 'mlp' or 'linear'")
+        if data.data.kind == "image":
+            make = lambda final_relu: build_backbone(cfg.backbone, in_channels=data.input_shape[0],
+                                                     final_relu=final_relu)
+        else:
+            make = lambda final_relu: build_feature_mlp(cfg.backbone, data.input_shape[0], final_relu=final_relu)
         if cfg.method == "vanilla":
-            backbone, dim = build_backbone(cfg.backbone, in_channels=in_channels,
-                                           final_relu=cfg.classifier == "dot")
+            backbone, dim = make(cfg.classifier == "dot")
             layer = DotClassifier(dim, outputs) if cfg.classifier == "dot" else CosineClassifier(dim, outputs)
             return Vanilla(nn.Sequential(backbone, layer), task)
-        backbone, dim = build_backbone(cfg.backbone, in_channels=in_channels, final_relu=False)
+        backbone, dim = make(False)
         head = MetaNeighborhoodsHead(dim, outputs, num_entries=cfg.num_entries, gamma=cfg.gamma,
                                      inner_lr="feature" if cfg.inner_lr == "diagonal" else "scalar",
                                      inner_lr_init=cfg.inner_lr_init, inner_steps=cfg.inner_steps,
