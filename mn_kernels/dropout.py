@@ -27,9 +27,13 @@ def seed_mix(seed: int) -> int:
 def seed_mix_tensor(seed, device) -> torch.Tensor:
     """The seed's part of the hash as a 0-d int64 tensor on `device`, the form every kernel reads (from memory, so
     that a step needs no host value and a CUDA graph replays with the seed its tensor holds then). `seed`: a
-    Python int, or an integer tensor, whose value is taken modulo 2^31 (computed on its device, no host read)."""
+    Python int, or an integer tensor; either is taken modulo 2^32, so both give the same masks (computed on the
+    tensor's device, no host read)."""
     if isinstance(seed, torch.Tensor):
-        return ((seed.to(device=device, dtype=torch.int64).reshape(()) & 0x7FFFFFFF) * SEED_MUL) & _M32
+        s = seed.to(device=device, dtype=torch.int64).reshape(()) & _M32
+        # s * SEED_MUL would pass 2^63: multiply 16-bit halves, keeping the products below 2^49.
+        lo, hi = s & 0xFFFF, s >> 16
+        return (lo * SEED_MUL + (((hi * SEED_MUL) & 0xFFFF) << 16)) & _M32
     return torch.tensor(seed_mix(seed), dtype=torch.int64, device=device)
 
 

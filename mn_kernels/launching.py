@@ -36,13 +36,14 @@ def multiprocessors(device: torch.device) -> int | None:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def autotune(names, candidates, small, dtype_arg: str = "zh_ptr"):
+def autotune(names, candidates, small, dtype_arg: str = "zh_ptr", restore_value=()):
     """``triton.autotune`` over ``candidates`` then ``small`` (tuples of the meta-parameters ``names``, then
     num_warps and num_stages), keyed by ``KEY``. float64 inputs (the dtype of the pointer argument
     ``dtype_arg``), whose tiles are twice the bytes, get ``small`` alone. With MN_AUTOTUNE=0 the first
     candidate is the only one up to n = 256, ``small`` beyond it and for float64. The interpreter gets one
     small config (tuning there only costs time); ``gpu_configs`` on the kernel keeps the GPU's list either way
-    (bench/ tools compile and size grids from it)."""
+    (bench/ tools compile and size grids from it). ``restore_value``: the arguments a kernel reads and writes in
+    place, which the tuner's benchmark runs must restore before each run (Triton's option of that name)."""
     def config(c):
         return triton.Config(dict(zip(names, c[:-2])), num_warps=c[-2], num_stages=c[-1])
 
@@ -59,10 +60,11 @@ def autotune(names, candidates, small, dtype_arg: str = "zh_ptr"):
         tune = triton.autotune(configs=[triton.Config({k: tiny[k] for k in names}, num_warps=1, num_stages=1)],
                                key=KEY)
     else:
-        tune = triton.autotune(configs=gpu_configs, key=KEY, prune_configs_by={"early_config_prune": prune})
+        tune = triton.autotune(configs=gpu_configs, key=KEY, prune_configs_by={"early_config_prune": prune},
+                               restore_value=list(restore_value))
 
     def decorate(kernel):
         tuner = tune(kernel)
-        tuner.gpu_configs = gpu_configs
+        tuner.gpu_configs, tuner.in_place = gpu_configs, tuple(restore_value)
         return tuner
     return decorate

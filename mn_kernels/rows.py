@@ -25,7 +25,8 @@ def normalize_rows_kernel(x_ptr, out_ptr, rnorm_ptr, R, n, BLOCK_R: tl.constexpr
     mask = (rows[:, None] < R) & (k[None, :] < n)
     at = rows[:, None].to(tl.int64) * n + k[None, :]
     x = tl.load(x_ptr + at, mask=mask, other=0.0).to(rnorm_ptr.dtype.element_ty)
-    rnorm = 1.0 / tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), _EPS)
+    # A NaN row stays NaN (tl.maximum would drop it), as torch's normalisation does.
+    rnorm = 1.0 / tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), _EPS, propagate_nan=tl.PropagateNan.ALL)
     tl.store(out_ptr + at, (x * rnorm[:, None]).to(out_ptr.dtype.element_ty), mask=mask)
     tl.store(rnorm_ptr + rows, rnorm, mask=rows < R)
 
@@ -39,8 +40,10 @@ def rows_bwd_kernel(parts_ptr, x_ptr, rnorm_ptr, extra_ptr, out_ptr, P, R, n,
     at = rows[:, None].to(tl.int64) * n + k[None, :]
     rnorm = tl.load(rnorm_ptr + rows, mask=rows < R, other=0.0)
     g = tl.zeros([BLOCK_R, BLOCK_N], dtype=rnorm.dtype)
-    for p in range(0, P):                                               # fixed order: deterministic
-        g += tl.load(parts_ptr + p * R * n + at, mask=mask, other=0.0)
+    part_ptrs = parts_ptr + at                                          # a pointer: P R n may pass 2^31
+    for _ in range(0, P):                                               # fixed order: deterministic
+        g += tl.load(part_ptrs, mask=mask, other=0.0)
+        part_ptrs += R * n
     x = tl.load(x_ptr + at, mask=mask, other=0.0).to(rnorm.dtype)
     clamped = rnorm >= 1.0 / _EPS
     along = tl.where(clamped, 0.0, rnorm * rnorm * tl.sum(x * g, axis=1))

@@ -56,15 +56,17 @@ def test_the_meter_sees_a_host_read():
     assert meter.reads == ["aten::_local_scalar_dense"]
 
 
+@pytest.mark.parametrize("seed", [12345, 2**31 + 5, 2**32 + 12345])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_seed_tensor_draws_the_int_seeds_mask(backend):
-    """seed as a one-integer tensor (on the device, as a CUDA graph needs it) is the same seed as the int."""
+def test_a_seed_tensor_draws_the_int_seeds_mask(backend, seed):
+    """seed as a one-integer tensor (on the device, as a CUDA graph needs it) is the same seed as the int, past
+    2^31 too (both taken modulo 2^32)."""
     if mn.available_backends("cpu")[backend] is not None:
         pytest.skip(f"{backend}: {mn.available_backends('cpu')[backend]}")
     inputs = make_inputs(3, 17, 4, 5, seed=1)
-    by_int = mn.inner_gradient(*inputs, gamma=3.0, entry_dropout=0.5, seed=12345, backend=backend)
-    by_tensor = mn.inner_gradient(*inputs, gamma=3.0, entry_dropout=0.5, seed=torch.tensor(12345), backend=backend)
-    other = mn.inner_gradient(*inputs, gamma=3.0, entry_dropout=0.5, seed=torch.tensor(12346), backend=backend)
+    by_int = mn.inner_gradient(*inputs, gamma=3.0, entry_dropout=0.5, seed=seed, backend=backend)
+    by_tensor = mn.inner_gradient(*inputs, gamma=3.0, entry_dropout=0.5, seed=torch.tensor(seed), backend=backend)
+    other = mn.inner_gradient(*inputs, gamma=3.0, entry_dropout=0.5, seed=torch.tensor(seed + 1), backend=backend)
     for a, b in zip(by_int, by_tensor, strict=True):
         assert torch.equal(a, b)                       # one path, one mask
     assert not torch.equal(by_int[1], other[1])

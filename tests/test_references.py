@@ -162,3 +162,14 @@ def test_closed_form_contraction_backward(wanted):
     inputs = [t.requires_grad_(k in wanted) for k, t in enumerate(inputs)]
     assert torch.autograd.gradcheck(closed_form._Contraction.apply, inputs)
     assert torch.autograd.gradgradcheck(closed_form._Contraction.apply, inputs)
+
+
+def test_torch_memory_plan_counts_the_batch_times_entries_arrays():
+    """At B = 2048, S = 20000, C = 4, n = 16 (float32) the contraction's S x C x n is 5 MiB but the B x S scores,
+    weights, mask and hash temporaries are over 1 GiB: a 64 MiB budget must chunk and checkpoint."""
+    previous = closed_form.set_memory_budget(64 << 20)
+    try:
+        chunk, checkpointed = closed_form._plan(2048, 20000, 4, 16, per_example=False, itemsize=4, chunk_size=None)
+    finally:
+        closed_form.set_memory_budget(previous)
+    assert checkpointed and chunk * 2048 * (3 * 4 + 25) <= 32 << 20

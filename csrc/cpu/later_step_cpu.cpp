@@ -32,9 +32,13 @@ struct Later {
   // For queries [i0, i0+nq) and entries [j0, j0+nt): the logits' log-softmax over the classes in lg
   // ((nq C) x kTile, row (q, c)), their softmax in p, and per (q, j) the log-normaliser m and ce in m, ce
   // (nq x kTile). NaN propagates (a NaN logit makes its (q, j) column NaN).
-  void class_stats(int64_t i0, int64_t nq, int64_t j0, int64_t nt, T* lg, T* p, T* m, T* ce) const {
+  // cosv (optional, the backward's): the cosines kh . phh themselves, for dtau = sum dl cos, which stays finite
+  // at tau = 0 where l / tau would not.
+  void class_stats(int64_t i0, int64_t nq, int64_t j0, int64_t nt, T* lg, T* p, T* m, T* ce,
+                   T* cosv = nullptr) const {
     const int64_t S = att.S, C = att.C, n = att.n;
     gemm_set<T>(nq * C, nt, n, ph + i0 * C * n, n, 1, att.khT + j0, S, lg, kTile);
+    if (cosv != nullptr) std::copy(lg, lg + nq * C * kTile, cosv);
     const T ninf = -std::numeric_limits<T>::infinity();
     for (int64_t q = 0; q < nq; ++q) {
       T* mq = m + q * kTile;
@@ -138,16 +142,18 @@ void backward(const Later<T>& L, const LaterBwdArgs& args, int num_threads) {
   T* dtau = static_cast<T*>(args.dtau);
   const int64_t nblocks = (B + bq - 1) / bq;
   const int64_t ngroups = std::min(nblocks, kQueryGroups);
-  Scratch<T> dkh_part(ngroups * S * n, T(0)), dv_part(ngroups * S * C, T(0)), dtau_part(ngroups, T(0));
+  Scratch<T> dkh_part(ngroups * S * n, T(0)), dv_part(ngroups * S * C, T(0));
+  // dtau sums about B S C / ngroups terms per group: in double, so float32 keeps its precision.
+  Scratch<double> dtau_part(ngroups, 0.0);
 #pragma omp parallel num_threads(num_threads)
   {
     Scratch<T> w(bq * kTile), m(bq * kTile), ce(bq * kTile), ds(bq * kTile);
-    Scratch<T> lg(bq * C * kTile), p(bq * C * kTile), X(bq * C * kTile);
+    Scratch<T> lg(bq * C * kTile), p(bq * C * kTile), X(bq * C * kTile), cs(bq * C * kTile);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t g = 0; g < ngroups; ++g) {
       T* dkh_g = dkh_part.data() + g * S * n;
       T* dv_g = dv_part.data() + g * S * C;
-      T dtau_g = 0;
+      double dtau_g = 0;
       for (int64_t blk = g * nblocks / ngroups; blk < (g + 1) * nblocks / ngroups; ++blk) {
         const int64_t i0 = blk * bq, nq = std::min(bq, B - i0);
         T* dph_b = dph + i0 * C * n;
@@ -157,7 +163,7 @@ void backward(const Later<T>& L, const LaterBwdArgs& args, int num_threads) {
         for (int64_t j0 = 0; j0 < S; j0 += kTile) {
           const int64_t nt = std::min(kTile, S - j0);
           L.att.weights(i0, nq, j0, nt, lse, w.data());
-          L.class_stats(i0, nq, j0, nt, lg.data(), p.data(), m.data(), ce.data());
+          L.class_stats(i0, nq, j0, nt, lg.data(), p.data(), m.data(), ce.data(), cs.data());
           gemm_set<T>(nq * C, nt, n, dU + i0 * C * n, n, 1, L.att.khT + j0, S, X.data(), kTile);   // X = dU . kh
           for (int64_t q = 0; q < nq; ++q) {
             const T* wq = w.data() + q * kTile;
@@ -179,7 +185,7 @@ void backward(const Later<T>& L, const LaterBwdArgs& args, int num_threads) {
                 const T sp = sig * pv;
                 const T dl = wj * (L.tau * sp * (x - rdot) + dLq * (sp - v));
                 dv_g[(j0 + jj) * C + c] += wj * (L.tau * (rdot - x) - dLq * logp);
-                dtau_g += dl * (logp + m[q * kTile + jj]) / L.tau;   // dl l / tau
+                dtau_g += dl * cs[e];                           // dl l / tau = dl cos
                 lg[e] = L.tau * dl;                             // tau dl: the operand of dphh and dkh
                 p[e] = wj * L.tau * (sp - v);                   // w delta: the operand of dkh
               }
@@ -208,9 +214,9 @@ void backward(const Later<T>& L, const LaterBwdArgs& args, int num_threads) {
       dv[e] = sum;
     }
   }
-  T sum = 0;
+  double sum = 0;
   for (int64_t g = 0; g < ngroups; ++g) sum += dtau_part[g];
-  *dtau = sum;
+  *dtau = static_cast<T>(sum);
 }
 
 template <typename T>

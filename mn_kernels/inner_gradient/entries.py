@@ -15,11 +15,12 @@ EPS = tl.constexpr(1e-12)    # mn_kernels.rownorm.EPS
 
 
 @triton.jit
-def _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION: tl.constexpr):
-    """tau kh . wh_c for a tile of normalised keys and a chunk of classes `cls`, (BLOCK_S, BLOCK_CC), and the
-    chunk's weight rows; 0 for classes past C (the callers mask them)."""
-    wh = tl.load(wh_ptr + cls[:, None] * n + k[None, :], mask=(cls[:, None] < C) & (k[None, :] < n), other=0.0)
-    return tau * tl.dot(kh, tl.trans(wh), input_precision=PRECISION, out_dtype=kh.dtype), wh
+def _entry_cosines(kh, wh_ptr, cls, C, n, k, PRECISION: tl.constexpr):
+    """kh . wh_c for a tile of normalised keys and a chunk of classes `cls`, (BLOCK_S, BLOCK_CC), and the
+    chunk's weight rows; 0 for classes past C (the callers mask them). The logits are tau times these."""
+    wh = tl.load(wh_ptr + cls[:, None].to(tl.int64) * n + k[None, :], mask=(cls[:, None] < C) & (k[None, :] < n),
+                 other=0.0)
+    return tl.dot(kh, tl.trans(wh), input_precision=PRECISION, out_dtype=kh.dtype), wh
 
 
 @triton.jit
@@ -30,8 +31,8 @@ def _entry_lse(kh, wh_ptr, v_ptr, cols, S, C, n, k, tau, BLOCK_CC: tl.constexpr,
     sigma = tl.zeros([kh.shape[0]], dtype=kh.dtype)
     for c0 in range(0, C, BLOCK_CC):
         cls = c0 + tl.arange(0, BLOCK_CC)
-        l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
-        l = tl.where(cls[None, :] < C, l, -float("inf"))                 # past C: out of the softmax
+        cos, wh = _entry_cosines(kh, wh_ptr, cls, C, n, k, PRECISION)
+        l = tl.where(cls[None, :] < C, tau * cos, -float("inf"))         # past C: out of the softmax
         m_new = tl.maximum(m, tl.max(l, axis=1))
         total = total * tl.exp(m - m_new) + tl.sum(tl.exp(l - m_new[:, None]), axis=1)
         m = m_new
@@ -48,7 +49,8 @@ def _key_rows(keys_ptr, cols, k, S, n, ct: tl.constexpr):
     keys = tl.load(keys_ptr + cols[:, None].to(tl.int64) * n + k[None, :],
                    mask=(cols[:, None] < S) & (k[None, :] < n), other=0.0).to(ct)
     norm = tl.sqrt(tl.sum(keys * keys, axis=1))
-    return keys, 1.0 / tl.maximum(norm, EPS), norm < EPS
+    # A NaN norm stays NaN (tl.maximum would drop it), as torch's normalisation does.
+    return keys, 1.0 / tl.maximum(norm, EPS, propagate_nan=tl.PropagateNan.ALL), norm < EPS
 
 
 @autotune(ENTRY_NAMES, ENTRY_CONFIGS, ENTRY_SMALL, dtype_arg="wh_ptr")
@@ -67,19 +69,20 @@ def entry_fwd_kernel(keys_ptr, wh_ptr, v_ptr, tau_ptr, k_rnorm_ptr, sigma_ptr, c
     ce = tl.zeros([BLOCK_S], dtype=tau.dtype)
     for c0 in range(0, C, BLOCK_CC):
         cls = c0 + tl.arange(0, BLOCK_CC)
-        l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
+        cos, wh = _entry_cosines(kh, wh_ptr, cls, C, n, k, PRECISION)
         mask = (cls[None, :] < C) & (cols[:, None] < S)
-        logp = tl.where(mask, l - lse[:, None], 0.0)
+        logp = tl.where(mask, tau * cos - lse[:, None], 0.0)
         v = tl.load(v_ptr + cols[:, None].to(tl.int64) * C + cls[None, :], mask=mask, other=0.0)
         ce -= tl.sum(v * logp, axis=1)
         delta = tau * (sigma[:, None] * tl.exp(logp) - v)
-        tl.store(deltaT_ptr + cls[None, :] * S + cols[:, None], delta, mask=mask)
+        tl.store(deltaT_ptr + cls[None, :].to(tl.int64) * S + cols[:, None], delta, mask=mask)
     tl.store(k_rnorm_ptr + cols, rnorm, mask=cols < S)
     tl.store(sigma_ptr + cols, sigma, mask=cols < S)
     tl.store(ce_ptr + cols, ce, mask=cols < S)
 
 
-@autotune(ENTRY_NAMES, ENTRY_CONFIGS, ENTRY_SMALL, dtype_arg="wh_ptr")
+# dkh is read and written in place: the autotuner's benchmark runs must start from its value each time.
+@autotune(ENTRY_NAMES, ENTRY_CONFIGS, ENTRY_SMALL, dtype_arg="wh_ptr", restore_value=("dkh_ptr",))
 @triton.jit
 def entry_bwd_kernel(keys_ptr, wh_ptr, v_ptr, tau_ptr, sigma_ptr, ddeltaT_ptr, dce_ptr, dkh_ptr, dv_ptr,
                      dwh_part_ptr, dtau_part_ptr,
@@ -108,25 +111,25 @@ def entry_bwd_kernel(keys_ptr, wh_ptr, v_ptr, tau_ptr, sigma_ptr, ddeltaT_ptr, d
         pdd = tl.zeros([BLOCK_S], dtype=tau.dtype)                      # sum_c p ddelta
         for c0 in range(0, C, BLOCK_CC):
             cls = c0 + tl.arange(0, BLOCK_CC)
-            l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
+            cos, wh = _entry_cosines(kh, wh_ptr, cls, C, n, k, PRECISION)
             mask = (cls[None, :] < C) & (cols[:, None] < S)
-            dd = tl.load(ddeltaT_ptr + cls[None, :] * S + cols[:, None], mask=mask, other=0.0)
-            pdd += tl.sum(tl.where(mask, tl.exp(l - lse[:, None]), 0.0) * dd, axis=1)
+            dd = tl.load(ddeltaT_ptr + cls[None, :].to(tl.int64) * S + cols[:, None], mask=mask, other=0.0)
+            pdd += tl.sum(tl.where(mask, tl.exp(tau * cos - lse[:, None]), 0.0) * dd, axis=1)
         dkh = tl.zeros([BLOCK_S, BLOCK_N], dtype=tau.dtype)
         for c0 in range(0, C, BLOCK_CC):
             cls = c0 + tl.arange(0, BLOCK_CC)
-            l, wh = _entry_logits(kh, wh_ptr, cls, C, n, k, tau, PRECISION)
+            cos, wh = _entry_cosines(kh, wh_ptr, cls, C, n, k, PRECISION)
             mask = (cls[None, :] < C) & (cols[:, None] < S)
-            logp = tl.where(mask, l - lse[:, None], 0.0)
+            logp = tl.where(mask, tau * cos - lse[:, None], 0.0)
             p = tl.where(mask, tl.exp(logp), 0.0)
             v = tl.load(v_ptr + cols[:, None].to(tl.int64) * C + cls[None, :], mask=mask, other=0.0)
-            dd = tl.load(ddeltaT_ptr + cls[None, :] * S + cols[:, None], mask=mask, other=0.0)
+            dd = tl.load(ddeltaT_ptr + cls[None, :].to(tl.int64) * S + cols[:, None], mask=mask, other=0.0)
             tl.store(dv_ptr + cols[:, None].to(tl.int64) * C + cls[None, :],
                      tau * (pdd[:, None] - dd) - dce[:, None] * logp, mask=mask)
             q = sigma[:, None] * p - v
             dl = tau * sigma[:, None] * p * (dd - pdd[:, None]) + dce[:, None] * q
             dl = tl.where(mask, dl, 0.0)
-            dtau += tl.sum(q * dd + dl * l / tau, axis=1)
+            dtau += tl.sum(q * dd + dl * cos, axis=1)                        # dl l / tau, finite at tau 0
             dkh = tl.dot((tau * dl).to(wh.dtype), wh, dkh, input_precision=PRECISION, out_dtype=tau.dtype)
             # This program's dwh partial for the chunk (first tile of the program: plain write).
             part = dwh_part_ptr + (pid * C + cls[:, None]).to(tl.int64) * n + k[None, :]

@@ -179,7 +179,8 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
 
     # The per-entry backward, and the keys' normalisation backward in dkh's storage, in one kernel.
     dv = torch.empty(S, C, device=z.device, dtype=ct)
-    dwh_part = torch.empty(programs, C, n, device=z.device, dtype=ct)
+    # zeros: an entry config with larger tiles than the main kernel's would leave a program without a tile
+    dwh_part = torch.zeros(programs, C, n, device=z.device, dtype=ct)
     dtau_part = torch.empty(programs, device=z.device, dtype=ct)
     entry_bwd_kernel[(programs,)](st.keys, st.wh, st.values, st.tau, st.sigma, ddeltaT, dce, dkh, dv,
                                   dwh_part, dtau_part, S, C, n, s_bucket=st.consts["s_bucket"], BLOCK_N=st.block_n,

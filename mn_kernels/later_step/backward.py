@@ -50,6 +50,7 @@ def bwd_stats_kernel(ph_ptr, keys_ptr, k_rnorm_ptr, vT_ptr, tau_ptr, m_ptr, dg_p
     m = tl.load(m_ptr + tile, mask=tile_mask, other=0.0)
     rdot = tl.zeros([BLOCK_B, BLOCK_S], dtype=tau.dtype)
     vx = tl.zeros([BLOCK_B, BLOCK_S], dtype=tau.dtype)
+    v_ptrs = vT_ptr + cols                 # class c's values: c S may pass 2^31, the pointer not
     for c in range(0, C):
         cls = tl.zeros_like(rows) + c
         ph = class_rows_of(ph_ptr, rows, cls, B, C, n, k)
@@ -57,8 +58,9 @@ def bwd_stats_kernel(ph_ptr, keys_ptr, k_rnorm_ptr, vT_ptr, tau_ptr, m_ptr, dg_p
         p = tl.exp(tau * tl.dot(ph, tl.trans(kh), input_precision=PRECISION, out_dtype=tau.dtype) - m)
         x = tl.dot(du, tl.trans(kh), input_precision=PRECISION, out_dtype=tau.dtype)
         rdot += p * x
-        v = tl.load(vT_ptr + c * S + cols, mask=cols < S, other=0.0)
+        v = tl.load(v_ptrs, mask=cols < S, other=0.0)
         vx += v[None, :] * x
+        v_ptrs += S
     tl.store(rdot_ptr + tile, rdot, mask=tile_mask)
     tl.store(vx_ptr + tile, vx, mask=tile_mask)
 
@@ -169,25 +171,28 @@ def bwd_entry_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, vT_ptr, sigma_ptr, t
             dkh = tl.dot(dsT.to(zh.dtype), zh, dkh, input_precision=PRECISION, out_dtype=tau.dtype)
             dtau += tl.sum(wT * sr, axis=1)
             dv_ptrs = dvT_ptr + cols
+            v_ptrs = vT_ptr + cols                 # class c's values: c S may pass 2^31, the pointer not
             for c in range(0, C):
                 cls = tl.zeros_like(rows) + c
                 ph = class_rows_of(ph_ptr, rows, cls, B, C, n, k)                     # (BLOCK_B, BLOCK_N)
                 du = projected_rows(dg_ptr, hw_ptr, p_rnorm_ptr, ph, rows, cls, B, C, n, k).to(kh.dtype)
-                lT = tau * tl.dot(kh, tl.trans(ph), input_precision=PRECISION, out_dtype=tau.dtype)
+                cosT = tl.dot(kh, tl.trans(ph), input_precision=PRECISION, out_dtype=tau.dtype)
+                lT = tau * cosT
                 pT = tl.exp(lT - mT)
                 xT = tl.dot(kh, tl.trans(du), input_precision=PRECISION, out_dtype=tau.dtype)
-                v = tl.load(vT_ptr + c * S + cols, mask=cols < S, other=0.0)
+                v = tl.load(v_ptrs, mask=cols < S, other=0.0)
                 spT = sigma[:, None] * pT
                 wdT = wT * tau * (spT - v[:, None])                                  # w_ij delta_ijc
                 dlT = wT * (tau * spT * (xT - rdotT) + dL[None, :] * (spT - v[:, None]))
                 dkh = tl.dot(wdT.to(kh.dtype), du, dkh, input_precision=PRECISION, out_dtype=tau.dtype)
                 dkh = tl.dot((tau * dlT).to(kh.dtype), ph, dkh, input_precision=PRECISION, out_dtype=tau.dtype)
-                dtau += tl.sum(dlT * lT, axis=1) / tau
+                dtau += tl.sum(dlT * cosT, axis=1)                                 # dl l / tau, finite at tau 0
                 dv = tl.sum(wT * (tau * (rdotT - xT) - dL[None, :] * (lT - mT)), axis=1)
                 if b0 > 0:
                     dv += tl.load(dv_ptrs, mask=cols < S, other=0.0)
                 tl.store(dv_ptrs, dv, mask=cols < S)
                 dv_ptrs += S
+                v_ptrs += S
             # The read-add-writes of dv are re-read by other threads of this program at the next query block.
             tl.debug_barrier()
         tl.store(dkh_ptr + cols[:, None].to(tl.int64) * n + k[None, :], dkh,

@@ -31,14 +31,16 @@ def stats_kernel(ph_ptr, keys_ptr, k_rnorm_ptr, vT_ptr, sigma_ptr, tau_ptr, m_pt
     m = tl.full([BLOCK_B, BLOCK_S], -float("inf"), dtype=tau.dtype)
     total = tl.zeros([BLOCK_B, BLOCK_S], dtype=tau.dtype)
     vl = tl.zeros([BLOCK_B, BLOCK_S], dtype=tau.dtype)
+    v_ptrs = vT_ptr + cols                 # class c's values: c S may pass 2^31, the pointer not
     for c in range(0, C):
         ph = class_rows_of(ph_ptr, rows, tl.zeros_like(rows) + c, B, C, n, k)
         l = tau * tl.dot(ph, tl.trans(kh), input_precision=PRECISION, out_dtype=tau.dtype)
         m_new = tl.maximum(m, l)
         total = total * tl.exp(m - m_new) + tl.exp(l - m_new)
         m = m_new
-        v = tl.load(vT_ptr + c * S + cols, mask=cols < S, other=0.0)
+        v = tl.load(v_ptrs, mask=cols < S, other=0.0)
         vl += v[None, :] * l
+        v_ptrs += S
     m += tl.log(total)
     sigma = tl.load(sigma_ptr + cols, mask=cols < S, other=0.0)
     out = rows[:, None].to(tl.int64) * S + cols[None, :]

@@ -69,7 +69,7 @@ def check_dropout(entry_dropout, seed) -> None:
         raise ValueError(f"entry_dropout must be a number in [0, 1), got {entry_dropout!r}")
     if isinstance(seed, torch.Tensor):
         if seed.numel() != 1 or seed.is_floating_point() or seed.is_complex() or seed.dtype == torch.bool:
-            raise ValueError(f"seed as a tensor must hold one integer (its value is taken modulo 2**31), got "
+            raise ValueError(f"seed as a tensor must hold one integer (its value is taken modulo 2**32), got "
                              f"{seed.dtype} of shape {tuple(seed.shape)}")
     elif seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                or not 0 <= seed < 2**63):

@@ -60,8 +60,8 @@ def inner_gradient(z: Tensor, keys: Tensor, values: Tensor, weight: Tensor, tau:
 
     z (B, n), keys (S, n), values (S, C) probabilities, weight (C, n), tau: scalar tensor (or number).
     Returns grad (B, C, n) and inner_loss (B,), differentiable w.r.t. every tensor input.
-    seed: the dropout mask's seed, an int, or a one-integer tensor (modulo 2**31) for a seed that lives on the
-    device, as a CUDA graph needs; None draws one from torch's generator of z's device, on the device.
+    seed: the dropout mask's seed, an int, or a one-integer tensor for a seed that lives on the device, as a CUDA
+    graph needs (either taken modulo 2**32); None draws one from torch's generator of z's device, on the device.
     backend: "auto", "torch", "autograd", or any registered (`mn.available_backends()`).
     Under torch.autocast the op computes in float32 (float64 operands stay float64): it is a softmax and a
     cross-entropy as much as a matmul. Outside autocast it computes in its operands' dtype.

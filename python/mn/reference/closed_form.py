@@ -45,7 +45,10 @@ def set_memory_budget(nbytes: int) -> int:
 
 def _plan(B: int, S: int, C: int, n: int, per_example: bool, itemsize: int, chunk_size: int | None):
     """(entries per chunk, whether chunks are checkpointed) under the memory budget."""
-    per_entry = itemsize * (4 * B * C if per_example else C * n)       # bytes autograd keeps per entry
+    # Bytes per entry that autograd keeps (the contraction's C x n, or B x C terms with per-example weights) and
+    # that the step's B x S arrays take: scores, their exponentials and weights (3 itemsize), the keep mask
+    # (1) and the hash's int64 temporaries (up to 24).
+    per_entry = itemsize * (4 * B * C if per_example else C * n) + B * (3 * itemsize + 25)
     checkpointed = S * per_entry > _MEMORY_BUDGET
     if chunk_size is None:
         chunk_size = max(1, _MEMORY_BUDGET // (2 * per_entry)) if checkpointed else S
