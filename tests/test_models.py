@@ -108,4 +108,5 @@ def test_bad_arguments_name_themselves():
         RegressionMLP(0)
     with pytest.raises(ValueError, match="8, 8"):
         build_backbone("digits_cnn", in_channels=1)[0](torch.randn(1, 1, 32, 32))
-    assert set(BACKBONES) == {"resnet29", "resnet56", "densenet40bc", "digits_cnn"}
+    assert set(BACKBONES) == {"resnet29", "resnet56", "densenet40bc", "digits_cnn", "digits_cnn_wide", "mnist_cnn",
+                              "mnist_cnn_wide"}

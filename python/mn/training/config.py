@@ -117,6 +117,10 @@ _REGRESSION = dict(backbone="mlp", epochs=500, lr_milestones=[], num_entries=100
 DATASET_DEFAULTS = {
     "digits": _image("digits_cnn", 30, [20], 500, augment=False),        # 8x8 digits: no crops or flips
     "digits_coarse": _image("digits_cnn", 30, [20], 500, augment=False),
+    # 28x28 digits: no crops or flips either (as digits). 15 epochs, rate x0.1 at 10: the training loss is 0.03 by
+    # epoch 10 and the best validation epoch 13 of 24 (seed 0, vanilla dot). S = 500, 1/7 of the 3500 training
+    # images (the paper: 5000 for CIFAR-10's 45000, 1/9).
+    "mnist5k": _image("mnist_cnn", 15, [10], 500, augment=False),
     "spirals": dict(backbone="linear", epochs=60, lr_milestones=[], num_entries=64, gamma=10.0,
                     similarity="euclidean", weight_decay=0.0, lr=1e-2, entry_dropout=0.0, key_init_std=0.1,
                     augment=False),
