@@ -1,0 +1,293 @@
+"""The paper's Table 1 protocol on data that ships or is generated (issue 16): on each data set, the four vanilla
+baselines (dot / cosine output layer x SGD / AdamW), MN (ft:1 / ft:3 inner steps x scalar / diagonal inner rate)
+and a capacity-matched vanilla (a wider backbone with at least as many parameters as MN's backbone + dictionary +
+heads; dot and cosine layer, AdamW), all on the same backbone, splits and seeds, trained with `mn train`'s own
+system (`mn.training.make_config` + `train`, every setting the data set's default unless the row sets it).
+
+Writes JSON (every run: test and validation accuracy, best epoch, wall and CPU seconds; parameter counts;
+versions, date, machine) after every finished run, so an interrupted bench resumes where it stopped (runs already
+in the JSON are skipped), and Markdown: per data set each method's mean ± sample std over seeds, and for each MN
+variant the paired difference to the best vanilla and to the best capacity-matched vanilla (same seed = same
+split, same backbone initialisation and batch order), mean with its 95% t-interval over seeds.
+
+    OMP_NUM_THREADS=1 python bench/paper_claims.py --workers 2          # the committed run (bench/results/)
+    python bench/paper_claims.py --report-only                          # Markdown again from the JSON
+    python bench/paper_claims.py --datasets digits --seeds 0 --epochs 1 --max-steps-per-epoch 2 \\
+        --json /tmp/smoke.json --md /tmp/smoke.md                        # smoke test, seconds
+
+Each run is one process-pool task with one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)), so its numbers
+do not depend on how many run beside it; --workers only sets how many run at once.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DATASETS = ("mnist5k", "mixture", "digits")
+WIDE_OF = {"mnist5k": "mnist_cnn_wide", "digits": "digits_cnn_wide", "mixture": "mlp_wide"}
+VANILLA = {
+    "vanilla dot-sgd": dict(method="vanilla", classifier="dot", optimizer="sgd"),
+    "vanilla dot-adamw": dict(method="vanilla", classifier="dot", optimizer="adamw"),
+    "vanilla cos-sgd": dict(method="vanilla", classifier="cosine", optimizer="sgd"),
+    "vanilla cos-adamw": dict(method="vanilla", classifier="cosine", optimizer="adamw"),
+}
+MN = {
+    "MN ft:1+S": dict(method="mn", inner_steps=1, inner_lr="scalar"),
+    "MN ft:1+D": dict(method="mn", inner_steps=1, inner_lr="diagonal"),
+    "MN ft:3+S": dict(method="mn", inner_steps=3, inner_lr="scalar"),
+    "MN ft:3+D": dict(method="mn", inner_steps=3, inner_lr="diagonal"),
+}
+WIDE = {
+    "wide dot-adamw": dict(method="vanilla", classifier="dot", optimizer="adamw"),
+    "wide cos-adamw": dict(method="vanilla", classifier="cosine", optimizer="adamw"),
+}
+
+
+def methods(dataset: str) -> dict[str, dict]:
+    """Row name -> the flags that define it (on top of the data set's defaults)."""
+    wide = {name: dict(flags, backbone=WIDE_OF[dataset]) for name, flags in WIDE.items()}
+    return {**VANILLA, **MN, **wide}
+
+
+def t_quantile(df: int) -> float:
+    """The 0.975 quantile of Student's t with df degrees of freedom (scipy's, which sklearn brings)."""
+    from scipy.stats import t
+    return float(t.ppf(0.975, df))
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Paired differences a - b (one per seed): mean, sample std, n and the 95% t-interval of the mean."""
+    d = [x - y for x, y in zip(a, b)]
+    n, mean = len(d), statistics.fmean(d)
+    std = statistics.stdev(d) if n > 1 else float("nan")
+    half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
+    return {"differences": d, "mean": mean, "std": std, "n": n, "ci95": [mean - half, mean + half]}
+
+
+# -- running ------------------------------------------------------------------------------------------------------
+def _init_worker() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+def run_one(dataset: str, name: str, flags: dict, seed: int, overrides: dict) -> dict:
+    """One (data set, method, seed) run with mn train's system; its result and times."""
+    from mn.training import make_config, train
+    from mn.training.console import Console
+
+    cfg = make_config(flags=dict(dataset=dataset, seeds=[seed], progress=False, device="cpu", **flags, **overrides))
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = train(cfg, log=lambda _: None, console=Console(bars=False))
+    run = result["runs"][0]
+    return {"dataset": dataset, "method": name, "seed": seed, "test_accuracy": run["test_accuracy"],
+            "val_accuracy": run["val_accuracy"], "best_epoch": run["best_epoch"], "epochs": run["epochs"],
+            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+            "config": {k: getattr(cfg, k) for k in ("backbone", "method", "classifier", "optimizer", "lr",
+                                                    "weight_decay", "epochs", "lr_milestones", "num_entries",
+                                                    "gamma", "inner_steps", "inner_lr", "entry_dropout")}}
+
+
+def parameter_counts(dataset: str) -> dict[str, int]:
+    """Parameters of every row's model on the data set (built once, no training)."""
+    from mn.data import load_dataset, prepare
+    from mn.training import build_model, make_config
+
+    data = prepare(load_dataset(dataset))
+    return {name: sum(p.numel() for p in build_model(make_config(flags=dict(dataset=dataset, **flags)), data)
+                      .parameters()) for name, flags in methods(dataset).items()}
+
+
+def environment() -> dict:
+    import numpy
+    import sklearn
+    import torch
+
+    try:
+        from importlib.metadata import version
+        mlxtend = version("mlxtend")
+    except Exception:            # noqa: BLE001 -- not installed: say so
+        mlxtend = None
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "scikit-learn": sklearn.__version__, "mlxtend": mlxtend, "cpu": cpu, "cores": os.cpu_count(),
+            "threads_per_run": int(os.environ.get("OMP_NUM_THREADS", "1")), "platform": platform.platform()}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def save(record: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def bench(args) -> dict:
+    path = Path(args.json)
+    record = load(path)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps_per_epoch", args.max_steps_per_epoch))
+                 if v is not None}
+    if record.get("overrides", overrides) != overrides:
+        sys.exit(f"{path} holds runs with overrides {record.get('overrides')}, not {overrides}: pass another --json")
+    record["overrides"] = overrides
+    record.setdefault("environment", {}).update(environment())
+    record["command"] = " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    record.setdefault("parameters", {})
+    for dataset in args.datasets:
+        record["parameters"][dataset] = parameter_counts(dataset)
+        counts = record["parameters"][dataset]
+        print(f"{dataset}: parameters " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
+    done = {(r["dataset"], r["method"], r["seed"]) for r in record["runs"]}
+    # MNIST's first and the inner-step-3 runs first: the long ones start early so the pool ends evenly.
+    order = {"mnist5k": 0, "digits": 1, "mixture": 2}
+    tasks = [(d, name, flags, s) for d in args.datasets for name, flags in methods(d).items() for s in args.seeds
+             if (d, name, s) not in done]
+    tasks.sort(key=lambda t: (order.get(t[0], 3), t[2].get("inner_steps", 1) != 3, t[3]))
+    print(f"{len(tasks)} runs to do ({len(done)} already in {path}), {args.workers} at a time", flush=True)
+    start = time.perf_counter()
+    record["load_average_start"] = os.getloadavg()
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futures = {pool.submit(run_one, d, name, flags, s, overrides): (d, name, s) for d, name, flags, s in tasks}
+        for k, future in enumerate(as_completed(futures), 1):
+            run = future.result()
+            record["runs"].append(run)
+            save(record, path)
+            print(f"[{k}/{len(tasks)} {time.perf_counter() - start:7.0f} s] {run['dataset']} {run['method']} seed "
+                  f"{run['seed']}: test {run['test_accuracy']:.4f} val {run['val_accuracy']:.4f} "
+                  f"({run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s cpu; load {os.getloadavg()[0]:.1f})",
+                  flush=True)
+    record["total_wall_s"] = record.get("total_wall_s", 0.0) + (time.perf_counter() - start)
+    record["load_average_end"] = os.getloadavg()
+    save(record, path)
+    return record
+
+
+# -- reporting ----------------------------------------------------------------------------------------------------
+def summarise(record: dict) -> dict:
+    """Per data set: each method's per-seed accuracies, mean, std; the best vanilla and best wide row (by mean test
+    accuracy, which favours the baselines); each MN row's paired differences to both."""
+    out = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in record["runs"]):
+        runs = [r for r in record["runs"] if r["dataset"] == dataset]
+        seeds = sorted({r["seed"] for r in runs})
+        rows = {}
+        for name in methods(dataset):
+            by_seed = {r["seed"]: r for r in runs if r["method"] == name}
+            if not by_seed:
+                continue
+            acc = [by_seed[s]["test_accuracy"] for s in seeds if s in by_seed]
+            rows[name] = {"seeds": [s for s in seeds if s in by_seed], "test_accuracy": acc,
+                          "mean": statistics.fmean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else float("nan"),
+                          "wall_s": [by_seed[s]["wall_s"] for s in seeds if s in by_seed],
+                          "best_epoch": [by_seed[s]["best_epoch"] for s in seeds if s in by_seed]}
+        summary = {"seeds": seeds, "rows": rows, "differences": {}}
+        for group, key in ((VANILLA, "best_vanilla"), (WIDE, "best_wide")):
+            names = [n for n in group if n in rows]
+            if names:
+                summary[key] = max(names, key=lambda n: rows[n]["mean"])
+        for name in MN:
+            if name not in rows:
+                continue
+            summary["differences"][name] = {}
+            for key in ("best_vanilla", "best_wide"):
+                base = summary.get(key)
+                common = [s for s in rows[name]["seeds"] if base and s in rows[base]["seeds"]]
+                if len(common) >= 1:
+                    a = [rows[name]["test_accuracy"][rows[name]["seeds"].index(s)] for s in common]
+                    b = [rows[base]["test_accuracy"][rows[base]["seeds"].index(s)] for s in common]
+                    summary["differences"][name][key] = {"against": base, "seeds": common, **paired(a, b)}
+        out[dataset] = summary
+    return out
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def markdown(record: dict) -> str:
+    summary = summarise(record)
+    env = record["environment"]
+    lines = ["# Table 1's protocol on data that ships (generated by bench/paper_claims.py)", "",
+             f"Command: `OMP_NUM_THREADS=1 python {record['command']}`. {env['date']}; {env['cpu']}, "
+             f"{env['cores']} cores shared with other jobs (load average {record['load_average_start'][0]:.1f} at "
+             f"the start, {record['load_average_end'][0]:.1f} at the end), one thread per run; python "
+             f"{env['python']}, torch {env['torch']}, numpy {env['numpy']}, scikit-learn {env['scikit-learn']}, "
+             f"mlxtend {env['mlxtend']}. Total wall time {record['total_wall_s'] / 60:.1f} min"
+             + (f"; overrides {record['overrides']}" if record["overrides"] else "") + ".", "",
+             "Test accuracy in %, mean ± sample std over seeds (each seed: one initialisation and batch order; the "
+             "splits are fixed). Best vanilla / best wide: the row with the highest mean test accuracy among the "
+             "four vanilla rows / the two capacity-matched rows (chosen on test, which favours the baseline). "
+             "Paired difference: MN - that row, seed by seed, mean [95% t-interval].", ""]
+    for dataset, s in summary.items():
+        params = record["parameters"].get(dataset, {})
+        cfg = next(r["config"] for r in record["runs"] if r["dataset"] == dataset and r["method"] == "MN ft:1+S") \
+            if any(r["dataset"] == dataset and r["method"] == "MN ft:1+S" for r in record["runs"]) else None
+        lines += [f"## {dataset}", ""]
+        if cfg:
+            lines += [f"Backbone {cfg['backbone']} (wide: {WIDE_OF[dataset]}), {cfg['epochs']} epochs (rate x0.1 at "
+                      f"{cfg['lr_milestones']}), S = {cfg['num_entries']}, gamma = {cfg['gamma']}, entry dropout "
+                      f"{cfg['entry_dropout']}; seeds {s['seeds']}.", ""]
+        lines += ["| method | test accuracy (%) | per seed | parameters | wall s per run |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, row in s["rows"].items():
+            mark = " (best vanilla)" if name == s.get("best_vanilla") else (
+                " (best wide)" if name == s.get("best_wide") else "")
+            lines.append(f"| {name}{mark} | {_pct(row['mean'])} ± {_pct(row['std'])} | "
+                         f"{', '.join(_pct(a) for a in row['test_accuracy'])} | {params.get(name, 0):,} | "
+                         f"{statistics.fmean(row['wall_s']):.0f} |")
+        lines += ["", "| MN variant | - best vanilla (points) | - best wide (points) |", "| --- | --- | --- |"]
+        for name, diffs in s["differences"].items():
+            cells = []
+            for key in ("best_vanilla", "best_wide"):
+                d = diffs.get(key)
+                cells.append("–" if d is None else f"{100 * d['mean']:+.2f} [{100 * d['ci95'][0]:+.2f}, "
+                                                   f"{100 * d['ci95'][1]:+.2f}] vs {d['against']}, n = {d['n']}")
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    lines += ["Wall time per data set (all its runs, summed over the workers): " + ", ".join(
+        f"{d} {sum(r['wall_s'] for r in record['runs'] if r['dataset'] == d) / 60:.1f} min" for d in summary) + ".",
+        ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each (default 2)")
+    parser.add_argument("--json", default=str(RESULTS / "paper-claims-table1.json"))
+    parser.add_argument("--md", default=str(RESULTS / "paper-claims-table1.md"))
+    parser.add_argument("--epochs", type=int, default=None, help="override every data set's epochs (smoke tests)")
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap (smoke tests)")
+    parser.add_argument("--report-only", action="store_true", help="write the Markdown from the JSON, train nothing")
+    args = parser.parse_args(argv)
+    record = load(Path(args.json)) if args.report_only else bench(args)
+    if not record["runs"]:
+        sys.exit(f"no runs in {args.json}")
+    Path(args.md).write_text(markdown(record))
+    summary = summarise(record)
+    Path(args.json).with_name(Path(args.json).stem + "-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
