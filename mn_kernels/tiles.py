@@ -36,6 +36,13 @@ def keep_mask(q, e, B, S, seed_ptr, drop_threshold, HAS_DROPOUT: tl.constexpr):
 
 
 @triton.jit
+def query_tile(zh_ptr, rows, k, B, n):
+    """Rows ``rows`` (< B) of the query operand (B, n), (BLOCK_B, BLOCK_N); padding rows and columns are 0."""
+    return tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :], mask=(rows[:, None] < B) & (k[None, :] < n),
+                   other=0.0)
+
+
+@triton.jit
 def key_tile(keys_ptr, k_rnorm_ptr, cols, k, S, n):
     """Normalised keys ``kh_j = k_j / max(||k_j||, eps)`` of entries ``cols`` (< S), (BLOCK_S, BLOCK_N) in the
     compute dtype of ``k_rnorm``: the host passes the raw keys and their reciprocal norms, so no normalised

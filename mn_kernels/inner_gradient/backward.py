@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import keep_mask, key_tile
+from ..tiles import keep_mask, key_tile, query_tile
 from .configs import BWD_CONFIGS, BWD_NAMES, BWD_SMALL
 
 
@@ -47,8 +47,7 @@ def bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr
         dce = tl.zeros([BLOCK_S], dtype=acc_ty)
         for b0 in range(0, B, BLOCK_B):
             rows = b0 + tl.arange(0, BLOCK_B)
-            zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
-                         mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+            zh = query_tile(zh_ptr, rows, k, B, n)
             lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
             dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
             D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)

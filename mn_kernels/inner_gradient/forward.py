@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import attention, class_rows, keep_mask, key_tile
+from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile
 from .configs import FWD_CONFIGS, FWD_NAMES, FWD_SMALL, LSE_CONFIGS, LSE_NAMES, LSE_SMALL
 
 
@@ -22,8 +22,7 @@ def lse_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, m_ptr, l_ptr,
     pid_s = tl.program_id(1)
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     k = tl.arange(0, BLOCK_N)
-    zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
-                 mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+    zh = query_tile(zh_ptr, rows, k, B, n)
     # m starts finite (far below any score, |s| <= gamma) so that a tile whose entries are all dropped
     # gives exp(m - m_new) = 1 rather than exp(-inf + inf) = NaN; l stays 0 for such a query.
     m_i = tl.full([BLOCK_B], -1.0e30, dtype=tl.float32).to(m_ptr.dtype.element_ty)
@@ -63,8 +62,7 @@ def fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_pt
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     cls = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     k = tl.arange(0, BLOCK_N)
-    zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
-                 mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+    zh = query_tile(zh_ptr, rows, k, B, n)
     lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
 
     acc = tl.zeros([BLOCK_B * BLOCK_C, BLOCK_N], dtype=acc_ty)

@@ -5,7 +5,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import attention, class_rows, keep_mask, key_tile
+from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile
 from .configs import (
     BWD_STATS_CONFIGS,
     ENTRY_CONFIGS,
@@ -79,8 +79,7 @@ def bwd_query_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, vT_ptr, sigma_ptr, t
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     k = tl.arange(0, BLOCK_N)
     tau = tl.load(tau_ptr)
-    zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
-                 mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+    zh = query_tile(zh_ptr, rows, k, B, n)
     lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
     dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
     D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)
@@ -151,8 +150,7 @@ def bwd_entry_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, vT_ptr, sigma_ptr, t
         dkh = tl.zeros([BLOCK_S, BLOCK_N], dtype=tau.dtype)
         for b0 in range(0, B, BLOCK_B):
             rows = b0 + tl.arange(0, BLOCK_B)
-            zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
-                         mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+            zh = query_tile(zh_ptr, rows, k, B, n)
             lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
             dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
             D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)

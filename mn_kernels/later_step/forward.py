@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import attention, class_rows, keep_mask, key_tile
+from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile
 from .configs import FWD_CONFIGS, ROW_NAMES, ROW_SMALL, STATS_CONFIGS, STATS_NAMES, STATS_SMALL
 
 
@@ -63,8 +63,7 @@ def fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, p_rnorm_ptr, vT_ptr, sigma
     rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     k = tl.arange(0, BLOCK_N)
     tau = tl.load(tau_ptr)
-    zh = tl.load(zh_ptr + rows[:, None].to(tl.int64) * n + k[None, :],
-                 mask=(rows[:, None] < B) & (k[None, :] < n), other=0.0)
+    zh = query_tile(zh_ptr, rows, k, B, n)
     lse = tl.load(lse_ptr + rows, mask=rows < B, other=float("-inf"))
     i, c, valid = class_rows(pid_b, pid_c, B, C, BLOCK_B, BLOCK_C)
     ph = class_rows_of(ph_ptr, i, c, B, C, n, k)                                       # (BLOCK_B*BLOCK_C, BLOCK_N)
