@@ -105,3 +105,54 @@ def test_knn_predict_majority_with_ties_to_the_nearest(chunk):
         knn_predict(memory, labels, queries, 6)
     with pytest.raises(ValueError, match="labels must have shape"):
         knn_predict(memory, labels[:3], queries, 1)
+
+
+def test_paired_difference_against_hand_computed_t_interval():
+    from mn.analysis.stats import paired_difference, summary, t_quantile_975
+
+    # Student's t 0.975 quantiles from a printed table (df 1, 2, 30)
+    assert t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
+    assert t_quantile_975(2) == pytest.approx(4.303, abs=1e-3)
+    assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
+    d = paired_difference([0.90, 0.80, 0.70], [0.85, 0.80, 0.60])      # differences 0.05, 0.00, 0.10
+    assert d["values"] == pytest.approx([0.05, 0.0, 0.1]) and d["n"] == 3
+    assert d["mean"] == pytest.approx(0.05) and d["std"] == pytest.approx(0.05)   # sqrt((0.05² + 0.05²) / 2)
+    half = 4.302652729911275 * 0.05 / 3 ** 0.5                          # 0.12420...
+    assert d["ci95"] == pytest.approx([0.05 - half, 0.05 + half])
+    one = paired_difference([0.5], [0.25])
+    assert one["mean"] == 0.25 and one["std"] is None and one["ci95"] is None
+    assert summary([1, 2, 4])["std"] == pytest.approx(1.5275252316519468)
+    with pytest.raises(ValueError, match="must pair up, got 2 and 1"):
+        paired_difference([1, 2], [1])
+    with pytest.raises(ValueError, match="df must be an integer >= 1"):
+        t_quantile_975(0)
+
+
+def test_ablation_cells_grid_and_cross():
+    from mn.analysis.ablation import cells_of
+    from mn.analysis.trained import AnalysisError
+
+    assert cells_of([1, 8], [2, 5]) == [(1, 2.0), (1, 5.0), (8, 2.0), (8, 5.0)]
+    # the paper's layout: every S at gamma0 = 5, then the other gammas at S0 = 8
+    assert cells_of([1, 8, 64], [1, 5, 25], cross=(8, 5)) == [(1, 5.0), (8, 5.0), (64, 5.0), (8, 1.0), (8, 25.0)]
+    with pytest.raises(AnalysisError, match="S0 one of the entries"):
+        cells_of([1, 8], [1, 5], cross=(16, 5))
+    with pytest.raises(AnalysisError, match="gamma0 one of the gammas"):
+        cells_of([1, 8], [1, 5], cross=(8, 10))
+    with pytest.raises(AnalysisError, match="whole number of entries"):
+        cells_of([1, 8], [1, 5], cross=(8.5, 5))
+    with pytest.raises(AnalysisError, match="entries must be >= 1"):
+        cells_of([0, 8], [1, 5])
+
+
+def test_ablation_markdown_table():
+    from mn.analysis.ablation import markdown
+
+    record = {"metric": "test_accuracy", "seeds": [0, 1], "cells": [
+        {"num_entries": 1, "gamma": 10.0, "values": [0.6, 0.64], "mean": 0.62, "std": 0.028284, "seconds": 12.4},
+        {"num_entries": 64, "gamma": 2.5, "values": [0.98, 0.99], "mean": 0.985, "std": 0.007071, "seconds": 30.6}]}
+    assert markdown(record).splitlines() == [
+        "| S | gamma | test accuracy: mean ± std | per seed (0, 1) | seconds |",
+        "| ---: | ---: | --- | --- | ---: |",
+        "| 1 | 10 | 0.6200 ± 0.0283 | 0.6000, 0.6400 | 12 |",
+        "| 64 | 2.5 | 0.9850 ± 0.0071 | 0.9800, 0.9900 | 31 |"]

@@ -14,7 +14,7 @@ import mn
 from mn.analysis import ablation, cosine, entries, induction, toy
 from mn.analysis.trained import AnalysisError
 from mn.cli import main
-from mn.data import DIGIT_GROUPS, load_dataset, prepare
+from mn.data import DIGIT_GROUPS, FINE_OF, load_dataset, load_digits, prepare
 from mn.training import load_trained, make_config, train
 
 TINY = dict(epochs=1, lr_milestones=[], max_steps_per_epoch=2, progress=False)
@@ -31,6 +31,14 @@ def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {name: _train(root / name, *name.split("-"))
             for name in ("digits-mn", "digits-vanilla", "digits_coarse-mn", "digits_coarse-vanilla")}
+
+
+@pytest.fixture(scope="module")
+def two_groups(tmp_path_factory):
+    """{method: [seed 0's, seed 1's best.pt]} of tiny runs on digits_2groups."""
+    root = tmp_path_factory.mktemp("two_groups")
+    return {method: [_train(root / method, "digits_2groups", method, seed=seed) for seed in (0, 1)]
+            for method in ("mn", "vanilla")}
 
 
 def assert_png(path, min_size=(100, 100)):
@@ -83,7 +91,8 @@ def saved_figures(monkeypatch):
     return figures
 
 
-def test_every_figure_has_labelled_axes_a_legend_and_its_text_inside(checkpoints, tmp_path, saved_figures):
+def test_every_figure_has_labelled_axes_a_legend_and_its_text_inside(checkpoints, two_groups, tmp_path,
+                                                                      saved_figures):
     toy.learnable_neighbours(tmp_path, epochs=2, num_entries=8)
     cosine.cosine_shift(checkpoints["digits-mn"], tmp_path)
     entries.entry_neighbours(checkpoints["digits-mn"], tmp_path, k=5)
@@ -91,6 +100,9 @@ def test_every_figure_has_labelled_axes_a_legend_and_its_text_inside(checkpoints
     induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-vanilla"], tmp_path)
     ablation.sweep(tmp_path, dataset="spirals", entries=[4, 16], gammas=[2.0, 4.0], seeds=[0, 1], epochs=1,
                    max_steps_per_epoch=1, log=lambda _: None)
+    ablation.sweep(tmp_path / "cross", dataset="spirals", entries=[1, 4, 16], gammas=[2.0, 4.0], seeds=[0, 1],
+                   cross=(4, 2.0), epochs=1, max_steps_per_epoch=1, log=lambda _: None)
+    induction.induction(two_groups["mn"], two_groups["vanilla"], tmp_path / "pairs")
     names = [name for name, _ in saved_figures]
     assert {"toy.png", "cosine.png", "entries.png", "induction.png", "induction_retrievals.png", "ablation.png"} \
         <= set(names) and sum(n.startswith("toy.gif frame") for n in names) == 3
@@ -108,6 +120,19 @@ def test_digits_coarse_is_digits_grouped_in_pairs():
     assert DIGIT_GROUPS == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9)) and coarse.num_outputs == 5
     for split_fine, split_coarse in ((fine.train, coarse.train), (fine.test, coarse.test)):
         assert all(digit in DIGIT_GROUPS[group] for digit, group in zip(split_fine.y.tolist(), split_coarse.y.tolist()))
+
+
+def test_digits_2groups_is_digits_in_two_halves_and_leaves_digits_coarse_alone():
+    fine, halves, pairs = load_dataset("digits"), load_dataset("digits_2groups"), load_dataset("digits_coarse")
+    assert FINE_OF["digits_2groups"] == "digits" and halves.num_outputs == 2 and halves.name == "digits_2groups"
+    for split_fine, split_halves, split_pairs in ((fine.train, halves.train, pairs.train),
+                                                  (fine.test, halves.test, pairs.test)):
+        assert torch.equal(split_halves.x, split_fine.x)
+        assert torch.equal(split_halves.y, (split_fine.y >= 5).long())          # 0-4 -> 0, 5-9 -> 1
+        assert torch.equal(split_pairs.y, split_fine.y // 2)                    # digits_coarse unchanged
+    assert make_config(flags=dict(dataset="digits_2groups")).backbone == "digits_cnn"
+    with pytest.raises(ValueError, match="coarse must be True, False or one of digits_coarse, digits_2groups"):
+        load_digits(coarse="digits_3groups")
 
 
 def test_cosine_matches_the_autograd_inner_step(checkpoints, tmp_path):
@@ -215,6 +240,29 @@ def test_induction_matches_brute_force_knn(checkpoints, tmp_path):
     assert record["memory"] == len(data.train) and record["queries"] == 360
 
 
+def test_induction_on_tabular_sets_compares_the_feature_mlp_outputs(tmp_path):
+    """hierarchy_coarse -> hierarchy: vanilla's kNN runs on its mlp_small features (64-d), not on the 40 raw
+    inputs; MN's on its attention vectors over the S entries."""
+    mn_path, vanilla_path = (_train(tmp_path / m, "hierarchy_coarse", m) for m in ("mn", "vanilla"))
+    record = induction.induction(mn_path, vanilla_path, tmp_path, k=5)
+    assert record["fine_dataset"] == "hierarchy" and not (tmp_path / "induction_retrievals.png").exists()
+    fine = prepare(load_dataset("hierarchy"), val_fraction=0.1)
+    _, data, mn_model, _ = load_trained(mn_path)
+    _, _, vanilla, _ = load_trained(vanilla_path)
+    head = mn_model.classifier.head
+    with torch.no_grad():
+        def attention(x):
+            z = mn_model.classifier.backbone(data.inputs(x))
+            return torch.softmax(head.gamma * F.normalize(z, dim=1) @ F.normalize(head.keys, dim=1).T, dim=1)
+        features = [vanilla.net[0](data.inputs(x)) for x in (data.train.x, data.test.x)]
+        reps = {"mn": (attention(data.train.x), attention(data.test.x)), "vanilla": features}
+    assert features[0].shape[1] == 64 != data.train.x.shape[1]
+    for name, (memory, queries) in reps.items():
+        for level, split in (("coarse", data), ("fine", fine)):
+            expected = _brute_knn_accuracy(memory, split.train.y, queries, split.test.y, 5)
+            assert record["accuracy"][name][level] == pytest.approx(expected, abs=1e-6), (name, level)
+
+
 def test_induction_needs_coarse_mn_and_vanilla(checkpoints, tmp_path):
     with pytest.raises(AnalysisError, match="needs a coarse-labelled data set"):
         induction.induction(checkpoints["digits-mn"], checkpoints["digits-vanilla"], tmp_path)
@@ -222,6 +270,46 @@ def test_induction_needs_coarse_mn_and_vanilla(checkpoints, tmp_path):
         induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-mn"], tmp_path)
     with pytest.raises(AnalysisError, match=r"k must be an integer in \[1, 1293\]"):
         induction.induction(checkpoints["digits_coarse-mn"], checkpoints["digits_coarse-vanilla"], tmp_path, k=0)
+
+
+def test_induction_over_pairs_summarises_the_single_pairs(two_groups, tmp_path):
+    record = induction.induction(two_groups["mn"], two_groups["vanilla"], tmp_path / "pairs", k=5)
+    assert json.loads((tmp_path / "pairs" / "induction.json").read_text()) == record
+    assert_png(tmp_path / "pairs" / "induction.png")
+    singles = [induction.induction(m, v, tmp_path / f"single{i}", k=5)
+               for i, (m, v) in enumerate(zip(two_groups["mn"], two_groups["vanilla"]))]
+    assert record["dataset"] == "digits_2groups" and record["fine_dataset"] == "digits"
+    assert [p["seeds"] for p in record["pairs"]] == [[0, 0], [1, 1]]
+    assert [p["accuracy"] for p in record["pairs"]] == [s["accuracy"] for s in singles]
+    for level in ("coarse", "fine"):
+        for name in ("mn", "vanilla"):
+            a, b = (s["accuracy"][name][level] for s in singles)
+            assert record["accuracy"][name][level] == pytest.approx((a + b) / 2)
+            assert record["summary"][name][level]["std"] == pytest.approx(abs(a - b) / 2 ** 0.5)
+        d = [s["accuracy"]["mn"][level] - s["accuracy"]["vanilla"][level] for s in singles]
+        diff = record["difference"][level]
+        mean, std = (d[0] + d[1]) / 2, abs(d[0] - d[1]) / 2 ** 0.5
+        assert diff["values"] == pytest.approx(d) and diff["mean"] == pytest.approx(mean)
+        half = 12.706204736174698 * std / 2 ** 0.5                        # t_{0.975, 1} std / sqrt(n)
+        assert diff["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-12)
+    assert singles[0]["difference"]["fine"]["ci95"] is None
+
+
+def test_induction_pairs_must_pair_up_on_the_same_data(checkpoints, two_groups, tmp_path, capsys):
+    with pytest.raises(AnalysisError, match=r"pair up by position: got 2 MN checkpoint\(s\) and 1 vanilla"):
+        induction.induction(two_groups["mn"], two_groups["vanilla"][:1], tmp_path)
+    with pytest.raises(AnalysisError, match="every pair must share the data and its split"):
+        induction.induction([two_groups["mn"][0], checkpoints["digits_coarse-mn"]],
+                            [two_groups["vanilla"][0], checkpoints["digits_coarse-vanilla"]], tmp_path)
+    assert main(["analyze", "induction", "--checkpoint", *map(str, two_groups["mn"]), "--baseline",
+                 str(two_groups["vanilla"][0]), "--out-dir", str(tmp_path)]) == 2
+    assert "pair up by position" in capsys.readouterr().err
+    assert main(["analyze", "induction", "--checkpoint", *map(str, two_groups["mn"]), "--baseline",
+                 *map(str, two_groups["vanilla"]), "--out-dir", str(tmp_path), "-k", "5"]) == 0
+    headline = json.loads(capsys.readouterr().out)
+    stored = json.loads((tmp_path / "induction.json").read_text())
+    assert headline["accuracy"] == stored["accuracy"]
+    assert headline["difference"]["fine"]["ci95"] == stored["difference"]["fine"]["ci95"]
 
 
 def test_toy_records_every_epoch_and_its_checkpoint_agrees(tmp_path):
@@ -250,6 +338,17 @@ def test_ablation_cells_are_the_training_runs(tmp_path):
                                           epochs=1, max_steps_per_epoch=2, progress=False)), log=lambda _: None)
     assert record["cells"][1]["values"] == [r["test_accuracy"] for r in direct["runs"]]
     assert record["cells"][1]["mean"] == pytest.approx(direct["summary"]["mean"])
+
+
+def test_cli_ablation_cross_trains_the_paper_layout(tmp_path, capsys):
+    assert main(["analyze", "ablation", "--dataset", "spirals", "--entries", "1", "4", "--gammas", "2", "4",
+                 "--cross", "4", "2", "--seeds", "0", "--epochs", "1", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "ablation.json").read_text())
+    assert record["design"] == "cross" and record["cross"] == [4, 2.0] and record["settings"]["epochs"] == 1
+    assert [(c["num_entries"], c["gamma"]) for c in record["cells"]] == [(1, 2.0), (4, 2.0), (4, 4.0)]
+    assert all(c["seconds"] > 0 for c in record["cells"]) and "num_entries" not in record["settings"]
+    assert len((tmp_path / "ablation.md").read_text().splitlines()) == 2 + 3
+    assert [c["num_entries"] for c in json.loads(capsys.readouterr().out)["cells"]] == [1, 4, 4]
 
 
 def test_cli_analyze_writes_files_and_reports_errors(checkpoints, tmp_path, capsys):

@@ -241,6 +241,8 @@ def _add_analyze(sub) -> None:
     p.add_argument("--gammas", type=float, nargs="+", default=list(ablation.DEFAULT_GAMMAS),
                    help=f"temperatures of the grid (default: {' '.join(f'{g:g}' for g in ablation.DEFAULT_GAMMAS)})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per cell (default: 0 1)")
+    p.add_argument("--cross", nargs=2, type=float, default=None, metavar=("S0", "GAMMA0"),
+                   help="the paper's layout instead of the full grid: every S at GAMMA0 and every gamma at S0")
     p.add_argument("--epochs", type=int, default=None, help="default: the data set's")
     p = add("entries", "Fig. 5: nearest test samples of dictionary entries, with the entries' classes",
             checkpoint=True)
@@ -248,8 +250,13 @@ def _add_analyze(sub) -> None:
                    help="entry indices (default: the most confident entry of each class, up to 12)")
     p.add_argument("-k", type=int, default=5, help="neighbours per entry (default: 5)")
     p = add("induction", "Fig. 6: fine-label kNN accuracy of MN (attention) vs vanilla (features) trained on "
-            "coarse labels", checkpoint=True)
-    p.add_argument("--baseline", required=True, help="checkpoint of the vanilla model trained on the same data")
+            "coarse labels")
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="checkpoint(s) of MN models trained on a coarse-labelled set (several: e.g. one per seed)")
+    p.add_argument("--baseline", required=True, nargs="+",
+                   help="checkpoint(s) of vanilla models trained on the same data, paired with --checkpoint by "
+                        "position (mean ± std and the paired difference MN - vanilla with its 95%% t-interval)")
+    p.add_argument("--data-dir", default=None, help="where the data set's files are (default: $MN_DATA or ./data)")
     p.add_argument("-k", type=int, default=10, help="neighbours of the kNN classifier (default: 10)")
     p = add("all", "every figure on shipped data, training the ~30 small models they need (10-25 min on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of every model (default: 0)")
@@ -275,15 +282,18 @@ def _analyze(args) -> None:
         headline = {k: record[k] for k in ("share_above", "mean_before", "mean_after")}
     elif args.what == "ablation":
         record = ablation.sweep(out, dataset=args.dataset, entries=args.entries, gammas=args.gammas, seeds=args.seeds,
-                                epochs=args.epochs, data_dir=args.data_dir, device=device)
+                                cross=args.cross, epochs=args.epochs, data_dir=args.data_dir, device=device)
         headline = {"cells": [{k: c[k] for k in ("num_entries", "gamma", "mean", "std")} for c in record["cells"]]}
     elif args.what == "entries":
         record = entries.entry_neighbours(args.checkpoint, out, entries=args.entries, k=args.k,
                                           data_dir=args.data_dir, device=device)
         headline = {"consistency": record["consistency"]}
     elif args.what == "induction":
-        headline = induction.induction(args.checkpoint, args.baseline, out, k=args.k, data_dir=args.data_dir,
-                                       device=device)["accuracy"]
+        record = induction.induction(args.checkpoint, args.baseline, out, k=args.k, data_dir=args.data_dir,
+                                     device=device)
+        headline = {"accuracy": record["accuracy"],
+                    "difference": {level: {key: d[key] for key in ("mean", "std", "ci95")}
+                                   for level, d in record["difference"].items()}}
     else:
         headline = shipped.all_figures(out, seed=args.seed, fast=args.fast, device=device)
     print(json.dumps({"analysis": args.what, "out_dir": out, **headline}))

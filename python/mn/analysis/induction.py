@@ -21,6 +21,7 @@ from .entries import outline_legend
 from .interpret import attention_vectors
 from .knn import knn_neighbours, knn_predict
 from .plotting import new_figure, save_json, save_png, show_image
+from .stats import paired_difference, summary
 from .trained import AnalysisError, embed, mn_layer
 
 QUERIES_SHOWN = 6
@@ -40,7 +41,8 @@ def representations(model, data, x, *, device, batch_size: int = 512) -> torch.T
 
 
 def _load_pair(checkpoint, baseline, data_dir, device):
-    """Both models with their (coarse) data, the fine-labelled twin of that data, and checks that they match."""
+    """Both models with their (coarse) data, the fine-labelled twin of that data, their training seeds (MN,
+    vanilla), and checks that they match."""
     mn = load_trained(checkpoint, data_dir=data_dir, device=device)
     vanilla = load_trained(baseline, data_dir=data_dir, device=device)
     for (cfg, *_), path, method in ((mn, checkpoint, "mn"), (vanilla, baseline, "vanilla")):
@@ -61,30 +63,68 @@ def _load_pair(checkpoint, baseline, data_dir, device):
                    split_seed=cfg.split_seed)
     if not (torch.equal(fine.train.x, data.train.x) and torch.equal(fine.test.x, data.test.x)):
         raise AnalysisError(f"{FINE_OF[cfg.dataset]} does not hold the same examples as {cfg.dataset}")
-    return cfg, data, fine, mn[2], vanilla[2]
+    return cfg, data, fine, mn[2], vanilla[2], (int(mn[3]["seed"]), int(vanilla[3]["seed"]))
+
+
+@torch.no_grad()
+def _accuracies(cfg, coarse, fine, mn_model, vanilla_model, k, device, shown) -> tuple[dict, dict]:
+    """{model: {level: kNN test accuracy}} and {model: (shown queries, min(5, k)) neighbour indices} of one pair."""
+    accuracy, neighbours = {}, {}
+    for name, model in (("mn", mn_model), ("vanilla", vanilla_model)):
+        memory = representations(model, coarse, coarse.train.x, device=device)
+        queries = representations(model, coarse, coarse.test.x, device=device)
+        accuracy[name] = {}
+        for level, split in (("coarse", coarse), ("fine", fine)):
+            predicted = knn_predict(memory, split.train.y.to(device), queries, k).cpu()
+            accuracy[name][level] = (predicted == split.test.y).float().mean().item()
+        neighbours[name] = knn_neighbours(memory, queries[shown.to(device)], min(5, k)).cpu().tolist()
+    return accuracy, neighbours
 
 
 @torch.no_grad()
 def induction(checkpoint, baseline, out_dir, *, k: int = 10, data_dir=None, device="cpu") -> dict:
     """kNN accuracy on the coarse and the fine labels of the test split, for the MN model (`checkpoint`) and
-    the vanilla model (`baseline`), both trained on the same coarse data set. Writes OUT_DIR/induction.png,
-    induction_retrievals.png (image data) and induction.json; returns the JSON's record."""
-    cfg, coarse, fine, mn_model, vanilla_model = _load_pair(checkpoint, baseline, data_dir, device)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(coarse.train):
-        raise AnalysisError(f"k must be an integer in [1, {len(coarse.train)}] (the training split's size), got {k!r}")
-    record = {"checkpoint": str(checkpoint), "baseline": str(baseline), "dataset": cfg.dataset,
+    the vanilla model (`baseline`), both trained on the same coarse data set. Several pairs (e.g. one per seed):
+    lists of checkpoints and baselines of equal length, paired by position, all on the same data and split.
+    Writes OUT_DIR/induction.png, induction_retrievals.png (image data; the first pair's) and induction.json;
+    returns the JSON's record: accuracy {model: {level: mean over the pairs}}, pairs [{checkpoint, baseline,
+    seeds (MN's, vanilla's), accuracy}], summary {model: {level: {values, n, mean, std}}} and difference
+    {level: the paired difference mn - vanilla, {values, n, mean, std, ci95}} (std and ci95 None for one pair)."""
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    baselines = [baseline] if isinstance(baseline, (str, Path)) else list(baseline)
+    if not checkpoints or len(checkpoints) != len(baselines):
+        raise AnalysisError(f"checkpoints and baselines pair up by position: got {len(checkpoints)} MN checkpoint(s) "
+                            f"and {len(baselines)} vanilla one(s)")
+    pairs, first = [], None
+    for mn_path, vanilla_path in zip(checkpoints, baselines):
+        cfg, coarse, fine, mn_model, vanilla_model, seeds = _load_pair(mn_path, vanilla_path, data_dir, device)
+        if first is None:
+            first = cfg, coarse, fine
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(coarse.train):
+                raise AnalysisError(f"k must be an integer in [1, {len(coarse.train)}] (the training split's size), "
+                                    f"got {k!r}")
+            shown = torch.linspace(0, len(coarse.test) - 1, min(QUERIES_SHOWN, len(coarse.test))).long()
+        elif (cfg.dataset, cfg.split_seed, cfg.val_fraction) != (first[0].dataset, first[0].split_seed,
+                                                                  first[0].val_fraction):
+            raise AnalysisError(f"{mn_path} was trained on {cfg.dataset} (split_seed {cfg.split_seed}), "
+                                f"{checkpoints[0]} on {first[0].dataset} (split_seed {first[0].split_seed}): "
+                                "every pair must share the data and its split")
+        accuracy, neighbours = _accuracies(cfg, coarse, fine, mn_model, vanilla_model, k, device, shown)
+        pairs.append({"checkpoint": str(mn_path), "baseline": str(vanilla_path), "seeds": list(seeds),
+                      "accuracy": accuracy, "neighbours": neighbours})
+    cfg, coarse, fine = first
+    levels, names = ("coarse", "fine"), ("mn", "vanilla")
+    summaries = {name: {level: summary([p["accuracy"][name][level] for p in pairs]) for level in levels}
+                 for name in names}
+    record = {"checkpoint": pairs[0]["checkpoint"], "baseline": pairs[0]["baseline"], "dataset": cfg.dataset,
               "fine_dataset": FINE_OF[cfg.dataset], "k": k, "memory": len(coarse.train), "queries": len(coarse.test),
-              "accuracy": {}, "neighbours": {}}
-    shown = torch.linspace(0, len(coarse.test) - 1, min(QUERIES_SHOWN, len(coarse.test))).long()
-    for name, model in (("mn", mn_model), ("vanilla", vanilla_model)):
-        memory = representations(model, coarse, coarse.train.x, device=device)
-        queries = representations(model, coarse, coarse.test.x, device=device)
-        record["accuracy"][name] = {}
-        for level, split in (("coarse", coarse), ("fine", fine)):
-            predicted = knn_predict(memory, split.train.y.to(device), queries, k).cpu()
-            record["accuracy"][name][level] = (predicted == split.test.y).float().mean().item()
-        record["neighbours"][name] = knn_neighbours(memory, queries[shown.to(device)], min(5, k)).cpu().tolist()
-    record["shown_queries"] = shown.tolist()
+              "accuracy": {name: {level: summaries[name][level]["mean"] for level in levels} for name in names},
+              "summary": summaries,
+              "difference": {level: paired_difference([p["accuracy"]["mn"][level] for p in pairs],
+                                                      [p["accuracy"]["vanilla"][level] for p in pairs])
+                             for level in levels},
+              "pairs": [{key: p[key] for key in ("checkpoint", "baseline", "seeds", "accuracy")} for p in pairs],
+              "neighbours": pairs[0]["neighbours"], "shown_queries": shown.tolist()}
     out_dir = Path(out_dir)
     save_json(record, out_dir / "induction.json")
     _plot_accuracy(record, out_dir / "induction.png")
@@ -96,16 +136,24 @@ def induction(checkpoint, baseline, out_dir, *, k: int = 10, data_dir=None, devi
 def _plot_accuracy(record: dict, path: Path) -> None:
     fig = new_figure(4.8, 3.4)
     ax = fig.add_subplot()
-    acc = record["accuracy"]
+    summaries, n = record["summary"], len(record["pairs"])
     for offset, (name, color) in enumerate((("mn", "tab:blue"), ("vanilla", "tab:gray"))):
-        heights = [100 * acc[name]["coarse"], 100 * acc[name]["fine"]]
-        bars = ax.bar([i + 0.38 * offset for i in range(2)], heights, width=0.36, color=color,
+        where = [i + 0.38 * offset for i in range(2)]
+        levels = [summaries[name]["coarse"], summaries[name]["fine"]]
+        bars = ax.bar(where, [100 * s["mean"] for s in levels], width=0.36, color=color,
+                      yerr=[100 * s["std"] for s in levels] if n > 1 else None, capsize=3,
                       label="MN: attention vectors" if name == "mn" else "vanilla: features")
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, label_type="center", color="white")
+        if n > 1:
+            ax.scatter([x for x, s in zip(where, levels) for _ in s["values"]],
+                       [100 * v for s in levels for v in s["values"]], s=9, color="black", zorder=3, linewidths=0)
+    if n > 1:
+        ax.scatter([], [], s=9, color="black", linewidths=0, label="single pairs (seeds)")
     ax.set_xticks([0.19, 1.19], [f"coarse ({record['dataset']})", f"fine ({record['fine_dataset']})"])
+    spread = f"mean ± std over {n} pairs" if n > 1 else "one pair"
     ax.set(xlabel="labels the kNN classifier predicts", ylabel=f"{record['k']}-NN test accuracy (%)", ylim=(0, 105),
-           title=f"induction accuracy (trained on {record['dataset']})")
-    ax.title.set_fontsize(10)
+           title=f"induction accuracy (trained on {record['dataset']})\n{spread}")
+    ax.title.set_fontsize(9)
     ax.legend(loc="lower left", fontsize=8)
     save_png(fig, path)
 

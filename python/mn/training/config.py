@@ -123,6 +123,7 @@ DATASET_DEFAULTS = {
     # epoch 10 and the best validation epoch 13 of 24 (seed 0, vanilla dot). S = 500, 1/7 of the 3500 training
     # images (the paper: 5000 for CIFAR-10's 45000, 1/9).
     "mnist5k": _image("mnist_cnn", 15, [10], 500, augment=False),
+    "digits_2groups": _image("digits_cnn", 30, [20], 500, augment=False),
     "spirals": dict(backbone="linear", epochs=60, lr_milestones=[], num_entries=64, gamma=10.0,
                     similarity="euclidean", weight_decay=0.0, lr=1e-2, entry_dropout=0.0, key_init_std=0.1,
                     augment=False),
