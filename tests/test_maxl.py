@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mn.cli import main
-from mn.data import Split, TaskData, load_dataset, prepare
+from mn.data import FROM_PACKAGES, GENERATED, SHIPPED, Split, TaskData, load_dataset, prepare
 from mn.models import BACKBONES, INPUT_SIZES
 from mn.training import evaluate_checkpoint, load_checkpoint, make_config, train
 from mn.training.distributed import Context
@@ -296,12 +296,20 @@ def test_every_image_backbone_takes_both_steps(backbone):
     assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("dataset, backbone", [("spirals", "linear"), ("spirals", "mlp"), ("digits_coarse", None)])
-def test_the_shipped_classification_sets_train(tmp_path, dataset, backbone, capsys):
-    args = ["train", "--dataset", dataset, "--method", "maxl", "--epochs", "1", "--max-steps-per-epoch", "2",
-            "--out-dir", str(tmp_path), "--no-progress"] + (["--backbone", backbone] if backbone else [])
-    assert main(args) == 0
-    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+@pytest.mark.parametrize("dataset, backbone", [*((name, None) for name in (*SHIPPED, *GENERATED, *FROM_PACKAGES)),
+                                               ("spirals", "mlp"), ("mixture", "mlp_wide")])
+def test_every_data_set_that_ships_trains_or_is_refused(tmp_path, dataset, backbone, capsys):
+    """Each classification set with its default backbone (and the other tabular trunks) trains a step of both
+    passes; a regression set is refused by name."""
+    args = ["train", "--dataset", dataset, "--method", "maxl", "--epochs", "1", "--max-steps-per-epoch", "1",
+            "--batch-size", "32", "--out-dir", str(tmp_path), "--no-progress"]
+    code = main(args + (["--backbone", backbone] if backbone else []))
+    captured = capsys.readouterr()
+    if load_dataset(dataset).task == "regression":
+        assert code == 2 and f"needs a classification data set; {dataset} is a regression set" in captured.err
+        return
+    assert code == 0, captured.err
+    summary = json.loads(captured.out.splitlines()[-1])
     assert summary["method"] == "maxl" and 0 <= summary["mean"] <= 1
 
 

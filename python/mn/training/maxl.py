@@ -43,8 +43,9 @@ Departures from the code, on purpose: labels are exactly zero outside the primar
 is 1e-8 there; masked_fill with -inf here, so no mass and no gradient leaks); log-probabilities come from
 log_softmax rather than log(softmax + 1e-20); batch-norm statistics are not updated by the look-ahead forwards
 (the code's functional forward also leaves them alone). Tabular classification (the spirals) has no image
-backbone: --backbone mlp shares the MLP's hidden layers (3 x 128) with two-layer heads; --backbone linear has no
-shared layers and linear heads, so MAXL there is a linear classifier whose auxiliary task cannot help.
+backbone: the feature MLPs (mlp_small, mlp_wide; the generated sets' default) serve as one; --backbone mlp shares
+the regression MLP's hidden layers (3 x 128) with two-layer heads; --backbone linear has no shared layers and
+linear heads, so MAXL there is a linear classifier whose auxiliary task cannot help.
 
 Under torchrun there is no DDP wrapper (its hooks fit neither pass): pass (a) all-reduces the multi-task
 network's gradients as DDP would; pass (b) all-reduces the look-ahead gradient and the label sum inside the
@@ -63,7 +64,7 @@ from torch.func import functional_call
 
 from ..data import Prepared
 from ..layers import DotClassifier
-from ..models import BACKBONES, RegressionMLP, build_backbone
+from ..models import BACKBONES, FEATURE_MLPS, RegressionMLP, build_backbone, build_feature_mlp
 from .checkpoint import CheckpointError, load_checkpoint, load_scheduler_state, require_entries, scheduler_state
 from .config import ConfigError, TrainConfig
 from .loop import RUN_KEYS, Run, epoch_seed, global_batches
@@ -243,10 +244,14 @@ def _trunk(name: str, data: Prepared, key: str) -> tuple[nn.Module, int, bool]:
     if tabular and name == "mlp":
         mlp = RegressionMLP(data.input_shape[0], 1)
         return nn.Sequential(*list(mlp)[:-1]), mlp[-1].in_features, False
+    if tabular and name in FEATURE_MLPS:
+        trunk, features = build_feature_mlp(name, data.input_shape[0], final_relu=True)
+        return trunk, features, False
     if not tabular and name in BACKBONES:
         trunk, features = build_backbone(name, in_channels=data.input_shape[0], final_relu=True)
         return trunk, features, False
-    expected = "'mlp' or 'linear'" if tabular else f"one of the image backbones ({', '.join(BACKBONES)})"
+    expected = (f"'mlp', 'linear' or a feature MLP ({', '.join(FEATURE_MLPS)})" if tabular
+                else f"one of the image backbones ({', '.join(BACKBONES)})")
     raise ConfigError(f"{key} must be {expected} for {data.data.name}, got {name!r}")
 
 
