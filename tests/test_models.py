@@ -69,6 +69,21 @@ def test_resnet_stage_widths_and_strides_are_the_authors():
     assert net(torch.randn(1, 3, 32, 32)).shape == (1, 256)
 
 
+@pytest.mark.parametrize("name", ["resnet29", "densenet40bc"])
+def test_initialisation_and_batch_norm_are_the_authors(name):
+    """Their conv_layer draws Glorot-uniform kernels (xavier_initializer_conv2d); their batch_norm has epsilon 1e-3
+    and decay 0.9 (torch's momentum 0.1)."""
+    torch.manual_seed(0)
+    net, _ = build_backbone(name)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.eps == 1e-3 and m.momentum == 0.1 for m in norms)
+    conv = max((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), key=lambda m: m.weight.numel())
+    out_c, in_c, kh, kw = conv.weight.shape
+    limit = (6 / ((in_c + out_c) * kh * kw)) ** 0.5
+    w = conv.weight.detach()
+    assert w.abs().max() <= limit and w.std().item() == pytest.approx(limit / 3 ** 0.5, rel=0.05)
+
+
 def test_densenet_has_three_blocks_of_twelve_layers_and_dropout():
     net = DenseNetBC()
     assert sum(isinstance(m, DenseLayer) for m in net.modules()) == 36
@@ -101,7 +116,7 @@ def test_bad_arguments_name_themselves():
     with pytest.raises(ValueError, match="depth must be 9k"):
         PreActResNet(30)
     with pytest.raises(ValueError, match="layers_per_block"):
-        DenseNetBC(0)
+        DenseNetBC(layers_per_block=0)
     with pytest.raises(ValueError, match="dropout"):
         DenseNetBC(dropout=1.0)
     with pytest.raises(ValueError, match="in_features"):

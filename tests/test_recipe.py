@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import mn
+from mn import plot
 from mn.data import load_dataset, prepare
 from mn.training import make_config
 from mn.training.config import ADAMW_WEIGHT_DECAY, SGD_WEIGHT_DECAY
@@ -67,7 +68,9 @@ def _digits_model(**flags):
 
 def test_adamw_equals_the_authors_decoupled_update_across_the_lr_drop():
     """The authors' step (tf.contrib.opt.AdamWOptimizer): w <- w - wd_t * w - lr_t * adam(g), with wd_t and lr_t
-    both scaled by 0.1 at the drop (main.py). torch's AdamW at weight_decay 0.075 takes the same steps."""
+    both scaled by 0.1 at the drop (main.py). torch's AdamW at weight_decay 0.075 takes the same steps. (adam(g)
+    is written here as torch computes it; TF places Adam's epsilon after the bias correction, a difference of
+    order eps / sqrt(v) that is not the weight decay's.)"""
     cfg, model = _digits_model(method="vanilla", lr_milestones=[2])
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt)
@@ -177,6 +180,9 @@ def test_weight_decay_grid_keeps_the_value_with_the_best_validation_result(tmp_p
         if wd == run["weight_decay"]:
             assert records[-1]["test_mse"] == run["test_mse"]
     assert len(run_files(tmp_path)) == 1 + 2 * 3
+    # mn plot draws the value mn train kept
+    chosen = tmp_path / "seed0" / "fold0" / f"wd{run['weight_decay']:g}" / "metrics.jsonl"
+    assert plot.metrics_files(tmp_path) == [chosen]
     clear_run(tmp_path)
     assert run_files(tmp_path) == [] and not (tmp_path / "seed0").exists()
 
@@ -184,6 +190,7 @@ def test_weight_decay_grid_keeps_the_value_with_the_best_validation_result(tmp_p
 @pytest.mark.parametrize("flags, message", [
     (dict(weight_decay_grid=[]), "weight_decay_grid must be null or a non-empty list"),
     (dict(weight_decay_grid=[-1.0]), "weight_decay_grid must be null or a non-empty list"),
+    (dict(weight_decay_grid=[0.0, 0]), "weight_decay_grid must be null or a non-empty list of distinct"),
     (dict(augment="yes"), "augment must be true, false or null"),
     (dict(value_scale=0), "value_scale must be a number > 0"),
     (dict(key_init_std=-0.1), "key_init_std must be a number > 0")])
@@ -212,3 +219,43 @@ def test_a_checkpoint_of_an_earlier_mn_is_read_with_the_value_form_it_was_traine
     assert model.classifier.head.value_scale == 1.0
     new, old = evaluate_checkpoint(tmp_path / "seed0" / "best.pt"), evaluate_checkpoint(tmp_path / "old.pt")
     assert old["loss"] == pytest.approx(new["loss"], rel=1e-5) and old["accuracy"] == new["accuracy"]
+
+
+def test_a_grid_without_a_validation_split_is_refused_before_anything_is_written(tmp_path):
+    from mn.training import ConfigError, train
+    cfg = make_config(flags=dict(dataset="diabetes", method="vanilla", fold=0, val_fraction=0.0, epochs=1,
+                                 weight_decay_grid=[0.0, 0.1], out_dir=str(tmp_path / "run"), progress=False))
+    with pytest.raises(ConfigError, match="weight_decay_grid chooses on the validation split"):
+        train(cfg, log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_grid_never_keeps_a_diverged_run():
+    from mn.training.rundir import grid_choice
+    nan = float("nan")
+    assert grid_choice([(30.0, {"val_mse": nan}), (0.0, {"val_mse": 0.9}), (1.0, {"val_mse": 0.9})])[0] == 0.0
+    assert grid_choice([(30.0, {"val_accuracy": nan}), (0.0, {"val_accuracy": 0.5})])[0] == 0.0
+    assert grid_choice([(1.0, {"val_accuracy": 0.7}), (2.0, {"val_accuracy": 0.8})])[0] == 2.0
+
+
+@pytest.mark.parametrize("backbone", ["resnet29", "densenet40bc"])
+def test_an_earlier_mns_resnet_or_densenet_checkpoint_is_refused_by_name(tmp_path, backbone):
+    """Their layers changed to the authors' layouts: an earlier mn's weights for them cannot be read, and the
+    error says so instead of blaming the configuration."""
+    from mn.training import ConfigError
+    from mn.training.checkpoint import save_checkpoint
+    from mn.training.run import load_trained
+    config = {k: v for k, v in vars(make_config(flags=dict(dataset="cifar10", backbone=backbone))).items()
+              if k not in ("value_scale", "value_init_std", "key_init_std")}
+    save_checkpoint(tmp_path / "old.pt", config=config, state={"model": {}, "seed": 0, "fold": -1, "epoch": 1})
+    with pytest.raises(ConfigError, match=f"written by an earlier mn, whose {backbone} had other widths"):
+        load_trained(tmp_path / "old.pt")
+
+
+def test_an_earlier_mns_sgd_run_is_not_resumed(tmp_path):
+    from mn.training import ConfigError
+    from mn.training.rundir import check_resume
+    cfg = make_config(flags=dict(dataset="digits", method="vanilla", optimizer="sgd"))
+    stored = {k: v for k, v in vars(cfg).items() if k not in ("value_scale", "value_init_std", "key_init_std")}
+    with pytest.raises(ConfigError, match="trained with SGD by an earlier mn, .* cannot be resumed"):
+        check_resume(stored, cfg, tmp_path / "config.json")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .analysis.plotting import new_figure, save_png
 from .training.loop import read_records
+from .training.rundir import grid_choice
 
 
 class PlotError(ValueError):
@@ -20,11 +21,23 @@ class PlotError(ValueError):
 
 
 def metrics_files(run_dir: Path) -> list[Path]:
-    """RUN_DIR/metrics.jsonl, else RUN_DIR/seed*/metrics.jsonl and RUN_DIR/seed*/fold*/metrics.jsonl."""
+    """RUN_DIR/metrics.jsonl, else those of its seed*/ and seed*/fold*/ folders. A (seed, fold) trained over a
+    weight-decay grid (wd*/ below it) gives the value `mn train` kept (rundir.grid_choice) once every value has
+    finished, and every value's file before that."""
     if (run_dir / "metrics.jsonl").is_file():
         return [run_dir / "metrics.jsonl"]
-    return sorted(p for pattern in ("seed*/metrics.jsonl", "seed*/fold*/metrics.jsonl")
-                  for p in run_dir.glob(pattern) if p.is_file())
+    files = []
+    for folder in sorted(f for pattern in ("seed*/", "seed*/fold*/") for f in run_dir.glob(pattern)):
+        if (folder / "metrics.jsonl").is_file():
+            files.append(folder / "metrics.jsonl")
+            continue
+        grid = sorted(p for p in folder.glob("wd*/metrics.jsonl") if p.is_file())
+        results = [(path, next((r for r in reversed(read_records(path)) if r.get("event") == "result"), None))
+                   for path in grid]
+        if grid and all(result is not None for _, result in results):
+            grid = [grid_choice(results)[0]]
+        files += grid
+    return files
 
 
 def read_run(run_dir) -> dict:

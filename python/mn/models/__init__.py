@@ -30,7 +30,7 @@ def build_backbone(name: str, *, in_channels: int = 3, final_relu: bool = True) 
     elif name == "resnet56":
         net = PreActResNet(56, in_channels=in_channels, final_relu=final_relu)
     elif name == "densenet40bc":
-        net = DenseNetBC(12, growth_rate=12, in_channels=in_channels, final_relu=final_relu)
+        net = DenseNetBC(layers_per_block=12, growth_rate=12, in_channels=in_channels, final_relu=final_relu)
     elif name in ("digits_cnn", "digits_cnn_wide"):
         widths = WIDE if name.endswith("_wide") else (32, 64)
         net = DigitsConvNet(in_channels=in_channels, final_relu=final_relu, widths=widths)

@@ -6,10 +6,16 @@ from torch import nn
 
 
 def init_convs(module: nn.Module) -> None:
-    """He-normal initialisation (fan out) of every convolution in `module`."""
+    """Glorot-uniform initialisation of every convolution in `module`, as the authors' conv_layer
+    (tf.contrib.layers.xavier_initializer_conv2d: fans of kernel size x channels, as torch's)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.xavier_uniform_(m.weight)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """Batch norm as the authors' (tf.contrib batch_norm: epsilon 1e-3, decay 0.9, i.e. torch's momentum 0.1)."""
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.1)
 
 
 def pooled_features(out: torch.Tensor, final_relu: bool) -> torch.Tensor:

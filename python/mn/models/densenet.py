@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import init_convs, pooled_features
+from ._common import batch_norm, init_convs, pooled_features
 
 
 class DenseLayer(nn.Module):
@@ -19,8 +19,8 @@ class DenseLayer(nn.Module):
     def __init__(self, in_channels: int, growth_rate: int, dropout: float):
         super().__init__()
         inner = 4 * growth_rate
-        self.bn1, self.conv1 = nn.BatchNorm2d(in_channels), nn.Conv2d(in_channels, inner, 1, bias=False)
-        self.bn2, self.conv2 = nn.BatchNorm2d(inner), nn.Conv2d(inner, growth_rate, 3, 1, 1, bias=False)
+        self.bn1, self.conv1 = batch_norm(in_channels), nn.Conv2d(in_channels, inner, 1, bias=False)
+        self.bn2, self.conv2 = batch_norm(inner), nn.Conv2d(inner, growth_rate, 3, 1, 1, bias=False)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,7 @@ class Transition(nn.Sequential):
     """BN-ReLU-conv1x1 (compression)-dropout-2x2 average pooling."""
 
     def __init__(self, in_channels: int, out_channels: int, dropout: float):
-        super().__init__(nn.BatchNorm2d(in_channels), nn.ReLU(), nn.Conv2d(in_channels, out_channels, 1, bias=False),
+        super().__init__(batch_norm(in_channels), nn.ReLU(), nn.Conv2d(in_channels, out_channels, 1, bias=False),
                          nn.Dropout(dropout), nn.AvgPool2d(2))
 
 
@@ -44,7 +44,7 @@ class DenseNetBC(nn.Module):
     forward(x (B, in_channels, H, W)) -> (B, feature_dim): 258 for the defaults (the authors' DenseNet40-BC).
     """
 
-    def __init__(self, layers_per_block: int = 12, *, growth_rate: int = 12, compression: float = 0.5,
+    def __init__(self, *, layers_per_block: int = 12, growth_rate: int = 12, compression: float = 0.5,
                  dropout: float = 0.2, in_channels: int = 3, final_relu: bool = True):
         super().__init__()
         for name, value in (("layers_per_block", layers_per_block), ("growth_rate", growth_rate)):
@@ -65,7 +65,7 @@ class DenseNetBC(nn.Module):
                 layers.append(Transition(channels, out, dropout))
                 channels = out
         self.features = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn = batch_norm(channels)
         self.final_relu, self.feature_dim = final_relu, channels
         init_convs(self)
 

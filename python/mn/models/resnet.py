@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import init_convs, pooled_features
+from ._common import batch_norm, init_convs, pooled_features
 
 STAGES = ((16, 64), (64, 128), (128, 256))      # (bottleneck width, output channels) per stage
 
@@ -24,10 +24,10 @@ class PreActBottleneck(nn.Module):
     def __init__(self, in_channels: int, width: int, out_channels: int, stride: int, *, preactivate: bool = True,
                  project: bool = False):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels) if preactivate else None
+        self.bn1 = batch_norm(in_channels) if preactivate else None
         self.conv1 = nn.Conv2d(in_channels, width, 1, stride, bias=False)
-        self.bn2, self.conv2 = nn.BatchNorm2d(width), nn.Conv2d(width, width, 3, 1, 1, bias=False)
-        self.bn3, self.conv3 = nn.BatchNorm2d(width), nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn2, self.conv2 = batch_norm(width), nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn3, self.conv3 = batch_norm(width), nn.Conv2d(width, out_channels, 1, bias=False)
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False) if project else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ class PreActResNet(nn.Module):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 11 or (depth - 2) % 9:
             raise ValueError(f"depth must be 9k + 2 with k >= 1 (29, 56, ...), got {depth!r}")
         k = (depth - 2) // 9
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), batch_norm(16), nn.ReLU())
         units, channels = [], 16
         for stage, (width, out) in enumerate(STAGES):
             for unit in range(k):
@@ -58,7 +58,7 @@ class PreActResNet(nn.Module):
                                               preactivate=not (first and stage == 0), project=first))
                 channels = out
         self.stages = nn.Sequential(*units)
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn = batch_norm(channels)
         self.final_relu, self.feature_dim = final_relu, channels
         init_convs(self)
 

@@ -225,8 +225,10 @@ def check_config(cfg: TrainConfig) -> None:
     for key in ("weight_decay", "momentum", "aux_weight"):
         _require(_is_num(getattr(cfg, key)) and getattr(cfg, key) >= 0, key, "a number >= 0", getattr(cfg, key))
     grid = cfg.weight_decay_grid
-    _require(grid is None or (isinstance(grid, list) and len(grid) > 0 and all(_is_num(v) and v >= 0 for v in grid)),
-             "weight_decay_grid", "null or a non-empty list of numbers >= 0", grid)
+    _require(grid is None or (isinstance(grid, list) and len(grid) > 0 and all(_is_num(v) and v >= 0 for v in grid)
+                              and len({f"{v:g}" for v in grid}) == len(grid)),
+             "weight_decay_grid", "null or a non-empty list of distinct numbers >= 0 (each trains into wd<value>/)",
+             grid)
     _require(cfg.augment is None or isinstance(cfg.augment, bool), "augment", "true, false or null (the data set's)",
              cfg.augment)
     _require(_is_num(cfg.lr_decay) and 0 < cfg.lr_decay <= 1, "lr_decay", "a number in (0, 1]", cfg.lr_decay)
@@ -258,6 +260,27 @@ def check_config(cfg: TrainConfig) -> None:
 # Settings a configuration stored by an earlier mn lacks, with the values its runs used: its models took the
 # values as softmax(raw), raw ~ N(0, 0.1), and keys ~ N(0, 0.1).
 EARLIER_DEFAULTS = {"value_scale": 1.0, "value_init_std": 0.1, "key_init_std": 0.1}
+
+
+# Backbones whose layers changed to the authors' layouts at the same time: an earlier mn's weights for them do not
+# fit. (SGD's parameter groups changed too: such a run's optimiser state does not.)
+RELAID_BACKBONES = ("resnet29", "resnet56", "densenet40bc")
+
+
+def check_stored(values: dict, where, *, resume: bool) -> None:
+    """ConfigError naming `where` when a stored configuration of an earlier mn (one without value_scale) describes
+    weights this mn cannot read (a re-laid backbone), or, for a resume, an optimiser state it cannot continue."""
+    if "value_scale" in values:
+        return
+    backbone = values.get("backbone")
+    if backbone in RELAID_BACKBONES:
+        raise ConfigError(f"{where} was written by an earlier mn, whose {backbone} had other widths and depths than "
+                          f"this mn's (the authors' layout, CHANGELOG): its weights cannot be read here; retrain with "
+                          f"this mn, or read it with the mn that wrote it")
+    if resume and values.get("optimizer") == "sgd":
+        raise ConfigError(f"{where} was trained with SGD by an earlier mn, whose parameter groups differ from this "
+                          f"mn's (weight decay on conv and linear weights only): it cannot be resumed here; its "
+                          f"best.pt still evaluates")
 
 
 def from_stored(values: dict) -> dict:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from ..data import load_dataset, prepare
 from .checkpoint import CheckpointError, load_checkpoint, require_entries, require_finite_weights
-from .config import ConfigError, TrainConfig, check_config, from_stored
+from .config import ConfigError, TrainConfig, check_config, check_stored, from_stored
 from .console import Console, number
 from .distributed import Context, resolve_device, setup
 from .loop import Run, evaluate
 from .methods import build_model
-from .rundir import write_config
+from .rundir import grid_choice, write_config
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -54,6 +54,9 @@ def train(cfg: TrainConfig, ctx: Context | None = None, *, log=print, console: C
         for fold in folds:
             prepared = prepare(data, val_fraction=cfg.val_fraction, fold=fold, folds=cfg.folds,
                                split_seed=cfg.split_seed, augment=cfg.augment)
+            if cfg.weight_decay_grid is not None and prepared.val is None:     # before anything is written
+                raise ConfigError("weight_decay_grid chooses on the validation split, and this run has none: set "
+                                  "val_fraction > 0")
             if not started and ctx.main:
                 if cfg.out_dir is not None:
                     write_config(cfg.out_dir, cfg)
@@ -85,17 +88,13 @@ def fit_one(cfg: TrainConfig, prepared, ctx: Context, *, seed: int, fold: int | 
     metric). The choice sees the validation split only; the test split is measured for every run as usual."""
     if cfg.weight_decay_grid is None:
         return Run(cfg, prepared, ctx, seed=seed, fold=fold, run_dir=run_dir, console=console).fit()
-    if prepared.val is None:
-        raise ConfigError("weight_decay_grid chooses on the validation split, and this run has none: set "
-                          "val_fraction > 0")
     key = "val_accuracy" if prepared.data.task == "classification" else "val_mse"
     tried = []
     for wd in cfg.weight_decay_grid:
         one = dataclasses.replace(cfg, weight_decay=wd, weight_decay_grid=None)
         where = None if run_dir is None else run_dir / f"wd{wd:g}"
         tried.append((wd, Run(one, prepared, ctx, seed=seed, fold=fold, run_dir=where, console=console).fit()))
-    pick = max if key == "val_accuracy" else min
-    wd, result = pick(tried, key=lambda t: t[1][key])       # ties: the first value listed
+    wd, result = grid_choice(tried)
     return {**result, "weight_decay": wd, "grid": [{"weight_decay": w, key: r[key]} for w, r in tried]}
 
 
@@ -148,6 +147,7 @@ def load_trained(path: str | Path, *, data_dir: str | None = None, device: str =
     config, state = load_checkpoint(path)
     require_entries(path, state, ("model", "seed", "fold", "epoch"))
     require_finite_weights(path, state["model"])
+    check_stored(config, path, resume=False)
     try:
         cfg = TrainConfig(**from_stored(config))
         check_config(cfg)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, load_checkpoint, write_lines
-from .config import ConfigError, TrainConfig, config_to_dict, from_stored
+from .config import ConfigError, TrainConfig, check_stored, config_to_dict, from_stored
 
 CONFIG_FILE = "config.json"
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
@@ -41,6 +42,20 @@ APPLIED = ("lr", "weight_decay", "momentum", "lr_milestones", "lr_decay", "grad_
 # --method maxl (training/maxl.py): psi and the generator's backbone shape its networks; the rest is applied.
 MODEL_AND_DATA += ("maxl_psi", "maxl_generator")
 APPLIED += ("maxl_gen_lr", "maxl_gen_weight_decay", "maxl_lookahead_lr", "maxl_entropy_weight", "maxl_focal_gamma")
+
+
+def grid_choice(candidates: list[tuple]) -> tuple:
+    """The candidate (weight decay, result record, ...) of a weight-decay grid that `mn train` keeps: the best
+    validation metric of its result, the highest val_accuracy or the lowest val_mse; a NaN (a diverged run) is
+    the worst; the first of equals. run.fit_one chooses with it, `mn table` and `mn plot` replay the choice."""
+    def badness(candidate):
+        result = candidate[1]
+        if "val_accuracy" in result:
+            value = -result["val_accuracy"]
+        else:
+            value = result.get("val_mse", math.inf)
+        return math.inf if value != value else value
+    return min(candidates, key=badness)
 
 
 def config_record(cfg: TrainConfig) -> dict:
@@ -117,6 +132,7 @@ def describe(changes) -> str:
 def check_resume(stored: dict, cfg: TrainConfig, where) -> list[tuple[str, object, object]]:
     """ConfigError listing every model or data setting of `cfg` that differs from the run's (`stored`, read from
     `where`); returns the differing settings a resume applies (APPLIED)."""
+    check_stored(stored, where, resume=True)
     stored = from_stored(stored)
     refused = differences(stored, cfg, MODEL_AND_DATA)
     if refused:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .config import ConfigError
 from .loop import read_records
-from .rundir import stored_config
+from .rundir import grid_choice, stored_config
 
 # The paper's rows (Table 1; Table 2 for regression), in its order.
 CLASSIFICATION_ROWS = ("vanilla dot-sgd", "vanilla dot-adamw", "vanilla cos-sgd", "vanilla cos-adamw", "MAXL",
@@ -144,7 +144,7 @@ def read_run(run_dir) -> dict:
         parts = [(wd, *_outcome(sub)) for wd, sub in grid] or [(None, *_outcome(folder))]
         task = task or next((t for *_, t in parts if t), None)
         if all(result is not None for _, result, _, _ in parts):
-            wd, result, _, _ = _best(parts)
+            wd, result, _, _ = grid_choice(parts)
             value = next(result[m] for m in METRICS.values() if m in result)
             finished.append({"seed": seed, "fold": fold, "value": value,
                              **({} if wd is None else {"weight_decay": wd})})
@@ -155,14 +155,6 @@ def read_run(run_dir) -> dict:
                                    **({} if wd is None else {"weight_decay": wd})})
     return {"run_dir": str(run_dir), "config": config, "row": row_label(config), "task": task,
             "finished": finished, "unfinished": unfinished}
-
-
-def _best(parts: list[tuple]) -> tuple:
-    """The part (weight decay, result, ...) with the best validation metric of the result: the highest accuracy
-    or the lowest MSE, the first of equals (run.fit_one's choice); a single part is itself."""
-    if "test_mse" in parts[0][1]:
-        return min(parts, key=lambda part: part[1].get("val_mse", float("inf")))
-    return max(parts, key=lambda part: part[1].get("val_accuracy", float("-inf")))
 
 
 def _rank(value, order) -> tuple:
