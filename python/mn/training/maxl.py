@@ -41,8 +41,9 @@ grouped by optim.build_optimizer (the heads' last layers, like the vanilla outpu
 
 Departures from the code, on purpose: labels are exactly zero outside the primary class's slots (the code's mask
 is 1e-8 there; masked_fill with -inf here, so no mass and no gradient leaks); log-probabilities come from
-log_softmax rather than log(softmax + 1e-20); batch-norm statistics are not updated by the look-ahead forwards
-(the code's functional forward also leaves them alone). Tabular classification (the spirals) has no image
+log_softmax rather than log(softmax + 1e-20); no forward of pass (b) updates the multi-task network's batch-norm
+statistics (the code's look-ahead forward runs on throw-away ones too, its plain forward there updates them).
+Tabular classification (the spirals) has no image
 backbone: the feature MLPs (mlp_small, mlp_wide; the generated sets' default) serve as one; --backbone mlp shares
 the regression MLP's hidden layers (3 x 128) with two-layer heads; --backbone linear has no shared layers and
 linear heads, so MAXL there is a linear classifier whose auxiliary task cannot help.
