@@ -14,6 +14,8 @@ split, same backbone initialisation and batch order), mean with its 95% t-interv
     python bench/paper_claims.py --report-only                          # Markdown again from the JSON
     python bench/paper_claims.py --datasets digits --seeds 0 --epochs 1 --max-steps-per-epoch 2 \\
         --json /tmp/smoke.json --md /tmp/smoke.md                        # smoke test, seconds
+    python bench/paper_claims.py --datasets mixture --epochs 150 --lr-milestones 120 --methods "vanilla dot-sgd" \\
+        ... --json bench/results/paper-claims-mixture150.json --md ...   # a longer schedule for some rows
 
 Each run is one process-pool task with one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)), so its numbers
 do not depend on how many run beside it; --workers only sets how many run at once.
@@ -143,8 +145,8 @@ def save(record: dict, path: Path) -> None:
 def bench(args) -> dict:
     path = Path(args.json)
     record = load(path)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps_per_epoch", args.max_steps_per_epoch))
-                 if v is not None}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_steps_per_epoch", args.max_steps_per_epoch),
+                                   ("lr_milestones", args.lr_milestones)) if v is not None}
     if record.get("overrides", overrides) != overrides:
         sys.exit(f"{path} holds runs with overrides {record.get('overrides')}, not {overrides}: pass another --json")
     record["overrides"] = overrides
@@ -159,7 +161,7 @@ def bench(args) -> dict:
     # MNIST's first and the inner-step-3 runs first: the long ones start early so the pool ends evenly.
     order = {"mnist5k": 0, "digits": 1, "mixture": 2}
     tasks = [(d, name, flags, s) for d in args.datasets for name, flags in methods(d).items() for s in args.seeds
-             if (d, name, s) not in done]
+             if (d, name, s) not in done and (args.methods is None or name in args.methods)]
     tasks.sort(key=lambda t: (order.get(t[0], 3), t[2].get("inner_steps", 1) != 3, t[3]))
     print(f"{len(tasks)} runs to do ({len(done)} already in {path}), {args.workers} at a time", flush=True)
     start = time.perf_counter()
@@ -277,6 +279,10 @@ def main(argv=None) -> int:
     parser.add_argument("--md", default=str(RESULTS / "paper-claims-table1.md"))
     parser.add_argument("--epochs", type=int, default=None, help="override every data set's epochs (smoke tests)")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap (smoke tests)")
+    parser.add_argument("--lr-milestones", type=int, nargs="*", default=None,
+                        help="override every data set's learning-rate milestones (with --epochs)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=[*VANILLA, *MN, *WIDE],
+                        help="only these rows (default: all)")
     parser.add_argument("--report-only", action="store_true", help="write the Markdown from the JSON, train nothing")
     args = parser.parse_args(argv)
     record = load(Path(args.json)) if args.report_only else bench(args)
