@@ -156,3 +156,29 @@ def test_ablation_markdown_table():
         "| ---: | ---: | --- | --- | ---: |",
         "| 1 | 10 | 0.6200 ± 0.0283 | 0.6000, 0.6400 | 12 |",
         "| 64 | 2.5 | 0.9850 ± 0.0071 | 0.9800, 0.9900 | 31 |"]
+
+
+def test_fig4_contrasts_pairs_cells_and_run_folders_by_seed(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("fig4_contrasts",
+                                                  Path(__file__).parents[1] / "bench" / "fig4_contrasts.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    record = {"dataset": "toy", "metric": "test_accuracy", "seeds": [3, 4], "cells": [
+        {"num_entries": 10, "gamma": 2.5, "values": [0.70, 0.80]},
+        {"num_entries": 1, "gamma": 2.5, "values": [0.60, 0.50]}]}
+    (tmp_path / "ablation.json").write_text(json.dumps(record))
+    for seed, accuracy in ((3, 0.55), (4, 0.65)):                    # a run folder of mn train: epochs, then result
+        (tmp_path / "ref" / f"seed{seed}").mkdir(parents=True)
+        (tmp_path / "ref" / f"seed{seed}" / "metrics.jsonl").write_text(
+            json.dumps({"epoch": 1, "val_accuracy": 0.1}) + "\n"
+            + json.dumps({"event": "result", "test_accuracy": accuracy}))
+    script.main(str(tmp_path / "ablation.json"), ["10:2.5-1:2.5", f"10:2.5-{tmp_path / 'ref'}"])
+    rows = capsys.readouterr().out.splitlines()
+    # differences 0.10, 0.30 -> mean 0.2, std 0.1414, half-width 12.706 * 0.1414 / sqrt(2) = 1.2706
+    assert rows[2] == "| 10:2.5 − 1:2.5 | +0.2000 ± 0.1414 | [-1.0706, +1.4706] | +0.1000, +0.3000 |"
+    # 0.70 - 0.55, 0.80 - 0.65: both 0.15
+    assert rows[3].startswith(f"| 10:2.5 − {tmp_path / 'ref'} | +0.1500 ± 0.0000 | [+0.1500, +0.1500] |")
