@@ -1,14 +1,15 @@
 """The paper's Table 1 protocol on data that ships or is generated (issue 16): on each data set, the four vanilla
-baselines (dot / cosine output layer x SGD / AdamW), MN (ft:1 / ft:3 inner steps x scalar / diagonal inner rate)
-and a capacity-matched vanilla (a wider backbone with at least as many parameters as MN's backbone + dictionary +
-heads; dot and cosine layer, AdamW), all on the same backbone, splits and seeds, trained with `mn train`'s own
+baselines (dot / cosine output layer x SGD / AdamW), MAXL (Table 1's last column; training/maxl.py, its own
+defaults), MN (ft:1 / ft:3 inner steps x scalar / diagonal inner rate) and a capacity-matched vanilla (a wider
+backbone with at least as many parameters as MN's backbone + dictionary + heads; dot and cosine layer, AdamW), all
+on the same backbone, splits and seeds, trained with `mn train`'s own
 system (`mn.training.make_config` + `train`, every setting the data set's default unless the row sets it).
 
 Writes JSON (every run: test and validation accuracy, best epoch, wall and CPU seconds; parameter counts;
 versions, date, machine) after every finished run, so an interrupted bench resumes where it stopped (runs already
 in the JSON are skipped), and Markdown: per data set each method's mean ± sample std over seeds, and for each MN
-variant the paired difference to the best vanilla and to the best capacity-matched vanilla (same seed = same
-split, same backbone initialisation and batch order), mean with its 95% t-interval over seeds.
+variant the paired difference to the best vanilla, to MAXL and to the best capacity-matched vanilla (same seed =
+same split, same backbone initialisation and batch order), mean with its 95% t-interval over seeds.
 
     OMP_NUM_THREADS=1 python bench/paper_claims.py --workers 2          # the committed run (bench/results/)
     python bench/paper_claims.py --report-only                          # Markdown again from the JSON
@@ -48,6 +49,7 @@ VANILLA = {
     "vanilla cos-sgd": dict(method="vanilla", classifier="cosine", optimizer="sgd"),
     "vanilla cos-adamw": dict(method="vanilla", classifier="cosine", optimizer="adamw"),
 }
+MAXL = {"MAXL": dict(method="maxl")}
 MN = {
     "MN ft:1+S": dict(method="mn", inner_steps=1, inner_lr="scalar"),
     "MN ft:1+D": dict(method="mn", inner_steps=1, inner_lr="diagonal"),
@@ -58,12 +60,13 @@ WIDE = {
     "wide dot-adamw": dict(method="vanilla", classifier="dot", optimizer="adamw"),
     "wide cos-adamw": dict(method="vanilla", classifier="cosine", optimizer="adamw"),
 }
+DIFFERENCE_KEYS = ("best_vanilla", "maxl", "best_wide")     # what each MN row is paired with
 
 
 def methods(dataset: str) -> dict[str, dict]:
     """Row name -> the flags that define it (on top of the data set's defaults)."""
     wide = {name: dict(flags, backbone=WIDE_OF[dataset]) for name, flags in WIDE.items()}
-    return {**VANILLA, **MN, **wide}
+    return {**VANILLA, **MAXL, **MN, **wide}
 
 
 def t_quantile(df: int) -> float:
@@ -185,7 +188,7 @@ def bench(args) -> dict:
 # -- reporting ----------------------------------------------------------------------------------------------------
 def summarise(record: dict) -> dict:
     """Per data set: each method's per-seed accuracies, mean, std; the best vanilla and best wide row (by mean test
-    accuracy, which favours the baselines); each MN row's paired differences to both."""
+    accuracy, which favours the baselines); each MN row's paired differences to those and to MAXL."""
     out = {}
     for dataset in dict.fromkeys(r["dataset"] for r in record["runs"]):
         runs = [r for r in record["runs"] if r["dataset"] == dataset]
@@ -201,7 +204,7 @@ def summarise(record: dict) -> dict:
                           "wall_s": [by_seed[s]["wall_s"] for s in seeds if s in by_seed],
                           "best_epoch": [by_seed[s]["best_epoch"] for s in seeds if s in by_seed]}
         summary = {"seeds": seeds, "rows": rows, "differences": {}}
-        for group, key in ((VANILLA, "best_vanilla"), (WIDE, "best_wide")):
+        for group, key in ((VANILLA, "best_vanilla"), (MAXL, "maxl"), (WIDE, "best_wide")):
             names = [n for n in group if n in rows]
             if names:
                 summary[key] = max(names, key=lambda n: rows[n]["mean"])
@@ -209,7 +212,7 @@ def summarise(record: dict) -> dict:
             if name not in rows:
                 continue
             summary["differences"][name] = {}
-            for key in ("best_vanilla", "best_wide"):
+            for key in DIFFERENCE_KEYS:
                 base = summary.get(key)
                 common = [s for s in rows[name]["seeds"] if base and s in rows[base]["seeds"]]
                 if len(common) >= 1:
@@ -237,6 +240,7 @@ def markdown(record: dict) -> str:
              "Test accuracy in %, mean ± sample std over seeds (each seed: one initialisation and batch order; the "
              "splits are fixed). Best vanilla / best wide: the row with the highest mean test accuracy among the "
              "four vanilla rows / the two capacity-matched rows (chosen on test, which favours the baseline). "
+             "MAXL's parameters include its label generator (a second backbone, used in training only). "
              "Paired difference: MN - that row, seed by seed, mean [95% t-interval].", ""]
     for dataset, s in summary.items():
         params = record["parameters"].get(dataset, {})
@@ -255,14 +259,15 @@ def markdown(record: dict) -> str:
             lines.append(f"| {name}{mark} | {_pct(row['mean'])} ± {_pct(row['std'])} | "
                          f"{', '.join(_pct(a) for a in row['test_accuracy'])} | {params.get(name, 0):,} | "
                          f"{statistics.fmean(row['wall_s']):.0f} |")
-        lines += ["", "| MN variant | - best vanilla (points) | - best wide (points) |", "| --- | --- | --- |"]
+        lines += ["", "| MN variant | - best vanilla (points) | - MAXL (points) | - best wide (points) |",
+                  "| --- | --- | --- | --- |"]
         for name, diffs in s["differences"].items():
             cells = []
-            for key in ("best_vanilla", "best_wide"):
+            for key in DIFFERENCE_KEYS:
                 d = diffs.get(key)
                 cells.append("–" if d is None else f"{100 * d['mean']:+.2f} [{100 * d['ci95'][0]:+.2f}, "
                                                    f"{100 * d['ci95'][1]:+.2f}] vs {d['against']}, n = {d['n']}")
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {name} | {' | '.join(cells)} |")
         lines.append("")
     lines += ["Wall time per data set (all its runs, summed over the workers): " + ", ".join(
         f"{d} {sum(r['wall_s'] for r in record['runs'] if r['dataset'] == d) / 60:.1f} min" for d in summary) + ".",
@@ -281,7 +286,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap (smoke tests)")
     parser.add_argument("--lr-milestones", type=int, nargs="*", default=None,
                         help="override every data set's learning-rate milestones (with --epochs)")
-    parser.add_argument("--methods", nargs="+", default=None, choices=[*VANILLA, *MN, *WIDE],
+    parser.add_argument("--methods", nargs="+", default=None, choices=[*VANILLA, *MAXL, *MN, *WIDE],
                         help="only these rows (default: all)")
     parser.add_argument("--report-only", action="store_true", help="write the Markdown from the JSON, train nothing")
     args = parser.parse_args(argv)

@@ -1,0 +1,73 @@
+"""bench/paper_claims.py (issue 16's Table 1 protocol): its statistics against hand-computed values, and a
+two-step smoke run of every kind of row (vanilla, MAXL, MN, wide) that resumes without retraining."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "bench" / "paper_claims.py"
+SPEC = importlib.util.spec_from_file_location("paper_claims", SCRIPT)
+claims = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(claims)
+
+
+def _run(method, seed, acc):
+    return {"dataset": "digits", "method": method, "seed": seed, "test_accuracy": acc, "val_accuracy": acc,
+            "best_epoch": 1, "epochs": 1, "wall_s": 1.0, "cpu_s": 1.0, "config": {}}
+
+
+def test_summary_pairs_each_mn_row_with_the_best_vanilla_maxl_and_the_best_wide_net_by_seed():
+    acc = {"vanilla dot-sgd": [0.90, 0.92, 0.94], "vanilla cos-adamw": [0.91, 0.90, 0.89],
+           "MAXL": [0.93, 0.93, 0.90], "MN ft:1+S": [0.95, 0.94, 0.96],
+           "wide dot-adamw": [0.92, 0.92, 0.92], "wide cos-adamw": [0.80, 0.99, 0.80]}
+    record = {"runs": [_run(m, s, a[s]) for m, a in acc.items() for s in (2, 0, 1)]}   # any order of seeds
+    s = claims.summarise(record)["digits"]
+    assert (s["best_vanilla"], s["maxl"], s["best_wide"]) == ("vanilla dot-sgd", "MAXL", "wide dot-adamw")
+    d = s["differences"]["MN ft:1+S"]
+    # MN - vanilla dot-sgd: 0.05, 0.02, 0.02 -> mean 0.03, std sqrt(0.0003) = 0.017321,
+    # half-width t(0.975, 2) = 4.302653 * 0.017321 / sqrt(3) = 0.043027
+    assert d["best_vanilla"]["differences"] == pytest.approx([0.05, 0.02, 0.02])
+    assert d["best_vanilla"]["ci95"] == pytest.approx([0.03 - 0.043027, 0.03 + 0.043027], abs=1e-6)
+    # MN - MAXL: 0.02, 0.01, 0.06 -> mean 0.03, std sqrt(0.0007) = 0.026458, half-width 0.065724
+    assert d["maxl"]["against"] == "MAXL"
+    assert d["maxl"]["ci95"] == pytest.approx([0.03 - 0.065724, 0.03 + 0.065724], abs=1e-6)
+    assert d["best_wide"]["mean"] == pytest.approx(0.03)
+    record.update(environment={"date": "d", "cpu": "c", "cores": 2, "python": "p", "torch": "t", "numpy": "n",
+                               "scikit-learn": "s", "mlxtend": None},
+                  command="bench/paper_claims.py", load_average_start=[1, 1, 1], load_average_end=[1, 1, 1],
+                  total_wall_s=60.0, overrides={}, parameters={})
+    table = claims.markdown(record)
+    assert "| vanilla dot-sgd (best vanilla) | 92.00 ± 2.00 | 90.00, 92.00, 94.00 |" in table
+    assert "| MN ft:1+S | +3.00 [-1.30, +7.30] vs vanilla dot-sgd, n = 3 | +3.00 [-3.57, +9.57] vs MAXL, n = 3 |" \
+        in table
+
+
+def test_smoke_run_trains_every_kind_of_row_and_resumes_without_retraining(tmp_path):
+    out = tmp_path / "claims.json"
+    argv = ["--datasets", "digits", "--seeds", "0", "--workers", "1", "--epochs", "1", "--max-steps-per-epoch", "2",
+            "--methods", "vanilla dot-sgd", "MAXL", "MN ft:1+S", "wide cos-adamw",
+            "--json", str(out), "--md", str(tmp_path / "claims.md")]
+
+    def bench(args):        # as a user runs it: its process pool imports the script by its path
+        return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+
+    first = bench(argv)
+    assert first.returncode == 0, first.stderr
+    record = json.loads(out.read_text())
+    runs = {r["method"]: r for r in record["runs"]}
+    assert set(runs) == {"vanilla dot-sgd", "MAXL", "MN ft:1+S", "wide cos-adamw"}
+    assert runs["MAXL"]["config"]["method"] == "maxl"
+    assert runs["wide cos-adamw"]["config"]["backbone"] == "digits_cnn_wide"
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 for r in runs.values())
+    assert record["overrides"] == {"epochs": 1, "max_steps_per_epoch": 2}
+    counts = record["parameters"]["digits"]
+    assert counts["wide cos-adamw"] >= counts["MN ft:1+S"] > counts["vanilla dot-sgd"]
+    assert "| MAXL |" in (tmp_path / "claims.md").read_text()
+    again = bench(argv)                                             # resumed: nothing left to train
+    assert again.returncode == 0 and "0 runs to do (4 already in" in again.stdout
+    assert json.loads(out.read_text())["runs"] == record["runs"]
+    other = bench([*argv[:6], "--epochs", "2", *argv[8:]])          # other settings never mix into one JSON
+    assert other.returncode != 0 and "overrides" in other.stderr
