@@ -2,8 +2,8 @@
 baselines (dot / cosine output layer x SGD / AdamW), MAXL (Table 1's last column; training/maxl.py, its own
 defaults), MN (ft:1 / ft:3 inner steps x scalar / diagonal inner rate) and a capacity-matched vanilla (a wider
 backbone with at least as many parameters as MN's backbone + dictionary + heads; dot and cosine layer, AdamW), all
-on the same backbone, splits and seeds, trained with `mn train`'s own
-system (`mn.training.make_config` + `train`, every setting the data set's default unless the row sets it).
+on the same backbone, splits and seeds, trained with `mn train`'s own system (`mn.training.make_config` +
+`train`, every setting the data set's default unless the row sets it).
 
 Writes JSON (every run: test and validation accuracy, best epoch, wall and CPU seconds; parameter counts;
 versions, date, machine) after every finished run, so an interrupted bench resumes where it stopped (runs already
