@@ -1,7 +1,7 @@
 """The paper's Table 1 protocol on data that ships or is generated (issue 16): on each data set, the four vanilla
 baselines (dot / cosine output layer x SGD / AdamW), MAXL (Table 1's last column; training/maxl.py, its own
 defaults), MN (ft:1 / ft:3 inner steps x scalar / diagonal inner rate) and a capacity-matched vanilla (a wider
-backbone with at least as many parameters as MN's backbone + dictionary + heads; dot and cosine layer, AdamW), all
+backbone with at least as many parameters as MN's backbone + dictionary + heads; the four vanilla heads), all
 on the same backbone, splits and seeds, trained with `mn train`'s own system (`mn.training.make_config` +
 `train`, every setting the data set's default unless the row sets it).
 
@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -56,10 +57,7 @@ MN = {
     "MN ft:3+S": dict(method="mn", inner_steps=3, inner_lr="scalar"),
     "MN ft:3+D": dict(method="mn", inner_steps=3, inner_lr="diagonal"),
 }
-WIDE = {
-    "wide dot-adamw": dict(method="vanilla", classifier="dot", optimizer="adamw"),
-    "wide cos-adamw": dict(method="vanilla", classifier="cosine", optimizer="adamw"),
-}
+WIDE = {name.replace("vanilla", "wide"): flags for name, flags in VANILLA.items()}    # the same four heads
 DIFFERENCE_KEYS = ("best_vanilla", "maxl", "best_wide")     # what each MN row is paired with
 
 
@@ -101,20 +99,31 @@ def run_one(dataset: str, name: str, flags: dict, seed: int, overrides: dict) ->
     run = result["runs"][0]
     return {"dataset": dataset, "method": name, "seed": seed, "test_accuracy": run["test_accuracy"],
             "val_accuracy": run["val_accuracy"], "best_epoch": run["best_epoch"], "epochs": run["epochs"],
-            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "commit": commit(),
             "config": {k: getattr(cfg, k) for k in ("backbone", "method", "classifier", "optimizer", "lr",
                                                     "weight_decay", "epochs", "lr_milestones", "num_entries",
                                                     "gamma", "inner_steps", "inner_lr", "entry_dropout")}}
 
 
-def parameter_counts(dataset: str) -> dict[str, int]:
-    """Parameters of every row's model on the data set (built once, no training)."""
+def commit() -> str | None:
+    """The checkout's commit, with -dirty when files differ from it (None outside git)."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def data_facts(dataset: str) -> tuple[dict[str, int], int]:
+    """Parameters of every row's model on the data set (built once, no training), and its test examples."""
     from mn.data import load_dataset, prepare
     from mn.training import build_model, make_config
 
     data = prepare(load_dataset(dataset))
-    return {name: sum(p.numel() for p in build_model(make_config(flags=dict(dataset=dataset, **flags)), data)
-                      .parameters()) for name, flags in methods(dataset).items()}
+    counts = {name: sum(p.numel() for p in build_model(make_config(flags=dict(dataset=dataset, **flags)), data)
+                        .parameters()) for name, flags in methods(dataset).items()}
+    return counts, len(data.test)
 
 
 def environment() -> dict:
@@ -136,7 +145,16 @@ def environment() -> dict:
 
 
 def load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+    """The JSON's record; one written before invocations were kept gets its single header as one invocation."""
+    record = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    if "command" in record:
+        record["invocations"] = [{"command": record.pop("command"), "commit": None,
+                                  "environment": record.pop("environment"),
+                                  "load_average_start": record.pop("load_average_start"),
+                                  "load_average_end": record.pop("load_average_end"),
+                                  "wall_s": record.pop("total_wall_s"),
+                                  "runs": None, "merged": "several invocations' runs under the last one's header"}]
+    return record
 
 
 def save(record: dict, path: Path) -> None:
@@ -153,12 +171,13 @@ def bench(args) -> dict:
     if record.get("overrides", overrides) != overrides:
         sys.exit(f"{path} holds runs with overrides {record.get('overrides')}, not {overrides}: pass another --json")
     record["overrides"] = overrides
-    record.setdefault("environment", {}).update(environment())
-    record["command"] = " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
-    record.setdefault("parameters", {})
+    invocation = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]), "commit": commit(),
+                  "environment": environment(), "load_average_start": os.getloadavg()}
+    record.setdefault("invocations", []).append(invocation)
     for dataset in args.datasets:
-        record["parameters"][dataset] = parameter_counts(dataset)
-        counts = record["parameters"][dataset]
+        counts, test_examples = data_facts(dataset)
+        record.setdefault("parameters", {})[dataset] = counts
+        record.setdefault("test_examples", {})[dataset] = test_examples
         print(f"{dataset}: parameters " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
     done = {(r["dataset"], r["method"], r["seed"]) for r in record["runs"]}
     # MNIST's first and the inner-step-3 runs first: the long ones start early so the pool ends evenly.
@@ -168,19 +187,23 @@ def bench(args) -> dict:
     tasks.sort(key=lambda t: (order.get(t[0], 3), t[2].get("inner_steps", 1) != 3, t[3]))
     print(f"{len(tasks)} runs to do ({len(done)} already in {path}), {args.workers} at a time", flush=True)
     start = time.perf_counter()
-    record["load_average_start"] = os.getloadavg()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         futures = {pool.submit(run_one, d, name, flags, s, overrides): (d, name, s) for d, name, flags, s in tasks}
         for k, future in enumerate(as_completed(futures), 1):
-            run = future.result()
+            try:
+                run = future.result()
+            except BaseException:
+                # The finished runs are in the JSON; the queued ones are dropped, not run and thrown away.
+                pool.shutdown(wait=False, cancel_futures=True)
+                print(f"{futures[future]} failed; the runs finished so far are in {path}", file=sys.stderr)
+                raise
             record["runs"].append(run)
             save(record, path)
             print(f"[{k}/{len(tasks)} {time.perf_counter() - start:7.0f} s] {run['dataset']} {run['method']} seed "
                   f"{run['seed']}: test {run['test_accuracy']:.4f} val {run['val_accuracy']:.4f} "
                   f"({run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s cpu; load {os.getloadavg()[0]:.1f})",
                   flush=True)
-    record["total_wall_s"] = record.get("total_wall_s", 0.0) + (time.perf_counter() - start)
-    record["load_average_end"] = os.getloadavg()
+    invocation.update(wall_s=time.perf_counter() - start, load_average_end=os.getloadavg(), runs=len(tasks))
     save(record, path)
     return record
 
@@ -188,10 +211,15 @@ def bench(args) -> dict:
 # -- reporting ----------------------------------------------------------------------------------------------------
 def summarise(record: dict) -> dict:
     """Per data set: each method's per-seed accuracies, mean, std; the best vanilla and best wide row (by mean test
-    accuracy, which favours the baselines); each MN row's paired differences to those and to MAXL."""
+    accuracy over the seeds all rows of the group share, which favours the baselines); each MN row's paired
+    differences to those and to MAXL. Refuses runs of one row whose settings differ."""
     out = {}
     for dataset in dict.fromkeys(r["dataset"] for r in record["runs"]):
         runs = [r for r in record["runs"] if r["dataset"] == dataset]
+        for name in dict.fromkeys(r["method"] for r in runs):
+            configs = {json.dumps(r["config"], sort_keys=True) for r in runs if r["method"] == name}
+            if len(configs) > 1:
+                sys.exit(f"{dataset} {name}: runs with different settings in one record: {sorted(configs)}")
         seeds = sorted({r["seed"] for r in runs})
         rows = {}
         for name in methods(dataset):
@@ -206,8 +234,10 @@ def summarise(record: dict) -> dict:
         summary = {"seeds": seeds, "rows": rows, "differences": {}}
         for group, key in ((VANILLA, "best_vanilla"), (MAXL, "maxl"), (WIDE, "best_wide")):
             names = [n for n in group if n in rows]
-            if names:
-                summary[key] = max(names, key=lambda n: rows[n]["mean"])
+            shared = set.intersection(*(set(rows[n]["seeds"]) for n in names)) if names else set()
+            if shared:
+                summary[key] = max(names, key=lambda n: statistics.fmean(
+                    a for sd, a in zip(rows[n]["seeds"], rows[n]["test_accuracy"]) if sd in shared))
         for name in MN:
             if name not in rows:
                 continue
@@ -227,21 +257,41 @@ def _pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
+def _interval(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    if d["n"] < 2:
+        return f"{100 * d['mean']:+.2f}, no interval (n = 1) vs {d['against']}"
+    low, high = (100 * x for x in d["ci95"])
+    return f"{100 * d['mean']:+.2f} [{low:+.2f}, {high:+.2f}] vs {d['against']}, n = {d['n']}"
+
+
+def _invocation(k: int, inv: dict) -> str:
+    env = inv["environment"]
+    end = inv.get("load_average_end")
+    return (f"{k}. `OMP_NUM_THREADS=1 python {inv['command']}` at {inv.get('commit') or 'commit not recorded'}"
+            + (f" ({inv['merged']})" if inv.get("merged") else "")
+            + f": {env['date']}; {env['cpu']}, {env['cores']} cores shared with other jobs (load average "
+            f"{inv['load_average_start'][0]:.1f} at the start, "
+            + (f"{end[0]:.1f} at the end" if end else "run cut short") + "), one thread per run; python "
+            f"{env['python']}, torch {env['torch']}, numpy {env['numpy']}, scikit-learn {env['scikit-learn']}, "
+            f"mlxtend {env['mlxtend']}; "
+            + (f"{inv['runs']} runs, " if inv.get("runs") is not None else "")
+            + (f"{inv['wall_s'] / 60:.1f} min." if inv.get("wall_s") is not None else "wall time not recorded."))
+
+
 def markdown(record: dict) -> str:
     summary = summarise(record)
-    env = record["environment"]
     lines = ["# Table 1's protocol on data that ships (generated by bench/paper_claims.py)", "",
-             f"Command: `OMP_NUM_THREADS=1 python {record['command']}`. {env['date']}; {env['cpu']}, "
-             f"{env['cores']} cores shared with other jobs (load average {record['load_average_start'][0]:.1f} at "
-             f"the start, {record['load_average_end'][0]:.1f} at the end), one thread per run; python "
-             f"{env['python']}, torch {env['torch']}, numpy {env['numpy']}, scikit-learn {env['scikit-learn']}, "
-             f"mlxtend {env['mlxtend']}. Total wall time {record['total_wall_s'] / 60:.1f} min"
-             + (f"; overrides {record['overrides']}" if record["overrides"] else "") + ".", "",
+             "Invocations that wrote these runs (each resumes the JSON: runs already in it are kept)"
+             + (f"; overrides {record['overrides']}" if record["overrides"] else "") + ":", "",
+             *(_invocation(k, inv) for k, inv in enumerate(record["invocations"], 1)), "",
              "Test accuracy in %, mean ± sample std over seeds (each seed: one initialisation and batch order; the "
-             "splits are fixed). Best vanilla / best wide: the row with the highest mean test accuracy among the "
-             "four vanilla rows / the two capacity-matched rows (chosen on test, which favours the baseline). "
-             "MAXL's parameters include its label generator (a second backbone, used in training only). "
-             "Paired difference: MN - that row, seed by seed, mean [95% t-interval].", ""]
+             "splits are fixed, so the spread leaves out the test set's sampling error). Best vanilla / best wide: "
+             "the row with the highest mean test accuracy among the four vanilla rows / the four capacity-matched "
+             "rows, over the seeds they all have (chosen on test, which favours the baseline). MAXL's parameters "
+             "include its label generator (a second backbone, used in training only). Paired difference: MN - that "
+             "row, seed by seed, mean [95% t-interval], with no correction for the 12 comparisons per data set.", ""]
     for dataset, s in summary.items():
         params = record["parameters"].get(dataset, {})
         cfg = next(r["config"] for r in record["runs"] if r["dataset"] == dataset and r["method"] == "MN ft:1+S") \
@@ -251,6 +301,10 @@ def markdown(record: dict) -> str:
             lines += [f"Backbone {cfg['backbone']} (wide: {WIDE_OF[dataset]}), {cfg['epochs']} epochs (rate x0.1 at "
                       f"{cfg['lr_milestones']}), S = {cfg['num_entries']}, gamma = {cfg['gamma']}, entry dropout "
                       f"{cfg['entry_dropout']}; seeds {s['seeds']}.", ""]
+        if dataset in record.get("test_examples", {}):
+            n_test = record["test_examples"][dataset]
+            lines += [f"{n_test} test examples: one is {100 / n_test:.2f} points, the step of every accuracy "
+                      "and difference below.", ""]
         lines += ["| method | test accuracy (%) | per seed | parameters | wall s per run |",
                   "| --- | --- | --- | --- | --- |"]
         for name, row in s["rows"].items():
@@ -262,12 +316,7 @@ def markdown(record: dict) -> str:
         lines += ["", "| MN variant | - best vanilla (points) | - MAXL (points) | - best wide (points) |",
                   "| --- | --- | --- | --- |"]
         for name, diffs in s["differences"].items():
-            cells = []
-            for key in DIFFERENCE_KEYS:
-                d = diffs.get(key)
-                cells.append("–" if d is None else f"{100 * d['mean']:+.2f} [{100 * d['ci95'][0]:+.2f}, "
-                                                   f"{100 * d['ci95'][1]:+.2f}] vs {d['against']}, n = {d['n']}")
-            lines.append(f"| {name} | {' | '.join(cells)} |")
+            lines.append(f"| {name} | {' | '.join(_interval(diffs.get(key)) for key in DIFFERENCE_KEYS)} |")
         lines.append("")
     lines += ["Wall time per data set (all its runs, summed over the workers): " + ", ".join(
         f"{d} {sum(r['wall_s'] for r in record['runs'] if r['dataset'] == d) / 60:.1f} min" for d in summary) + ".",

@@ -35,14 +35,33 @@ def test_summary_pairs_each_mn_row_with_the_best_vanilla_maxl_and_the_best_wide_
     assert d["maxl"]["against"] == "MAXL"
     assert d["maxl"]["ci95"] == pytest.approx([0.03 - 0.065724, 0.03 + 0.065724], abs=1e-6)
     assert d["best_wide"]["mean"] == pytest.approx(0.03)
-    record.update(environment={"date": "d", "cpu": "c", "cores": 2, "python": "p", "torch": "t", "numpy": "n",
-                               "scikit-learn": "s", "mlxtend": None},
-                  command="bench/paper_claims.py", load_average_start=[1, 1, 1], load_average_end=[1, 1, 1],
-                  total_wall_s=60.0, overrides={}, parameters={})
+    record.update(overrides={}, parameters={}, test_examples={"digits": 360}, invocations=[{
+        "command": "bench/paper_claims.py", "commit": "abc", "load_average_start": [1, 1, 1],
+        "load_average_end": [1, 1, 1], "wall_s": 60.0, "runs": 18, "environment": {
+            "date": "d", "cpu": "c", "cores": 2, "python": "p", "torch": "t", "numpy": "n", "scikit-learn": "s",
+            "mlxtend": None}}])
     table = claims.markdown(record)
+    assert "360 test examples: one is 0.28 points" in table
     assert "| vanilla dot-sgd (best vanilla) | 92.00 ± 2.00 | 90.00, 92.00, 94.00 |" in table
     assert "| MN ft:1+S | +3.00 [-1.30, +7.30] vs vanilla dot-sgd, n = 3 | +3.00 [-3.57, +9.57] vs MAXL, n = 3 |" \
         in table
+
+
+def test_best_rows_are_chosen_on_shared_seeds_and_one_seed_gives_no_interval():
+    # vanilla dot-sgd has the higher mean over its own seeds (0.99 on seed 1 alone), cos-sgd on the shared seed 0
+    record = {"runs": [_run("vanilla dot-sgd", 1, 0.99), _run("vanilla dot-sgd", 0, 0.80),
+                       _run("vanilla cos-sgd", 0, 0.85), _run("MN ft:1+S", 0, 0.90)]}
+    s = claims.summarise(record)["digits"]
+    assert s["best_vanilla"] == "vanilla cos-sgd"
+    d = s["differences"]["MN ft:1+S"]["best_vanilla"]
+    assert d["n"] == 1 and d["mean"] == pytest.approx(0.05)
+    assert claims._interval(d) == "+5.00, no interval (n = 1) vs vanilla cos-sgd"
+
+
+def test_runs_of_one_row_with_different_settings_are_refused():
+    record = {"runs": [_run("MAXL", 0, 0.9), dict(_run("MAXL", 1, 0.9), config={"epochs": 2})]}
+    with pytest.raises(SystemExit, match="digits MAXL: runs with different settings"):
+        claims.summarise(record)
 
 
 def test_smoke_run_trains_every_kind_of_row_and_resumes_without_retraining(tmp_path):
@@ -68,6 +87,8 @@ def test_smoke_run_trains_every_kind_of_row_and_resumes_without_retraining(tmp_p
     assert "| MAXL |" in (tmp_path / "claims.md").read_text()
     again = bench(argv)                                             # resumed: nothing left to train
     assert again.returncode == 0 and "0 runs to do (4 already in" in again.stdout
-    assert json.loads(out.read_text())["runs"] == record["runs"]
+    resumed = json.loads(out.read_text())
+    assert resumed["runs"] == record["runs"] and len(resumed["invocations"]) == 2
+    assert resumed["test_examples"] == {"digits": 360} and all("commit" in r for r in record["runs"])
     other = bench([*argv[:6], "--epochs", "2", *argv[8:]])          # other settings never mix into one JSON
     assert other.returncode != 0 and "overrides" in other.stderr
