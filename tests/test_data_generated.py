@@ -68,6 +68,16 @@ def test_hierarchy_fine_classes_lie_apart_inside_each_coarse_class():
         assert d[~torch.eye(F, dtype=torch.bool)].min() > 3 * 0.8
 
 
+def test_hierarchy_coarse_classes_are_clusters_of_their_fine_classes():
+    _, _, centres = make_hierarchy()
+    centres = torch.as_tensor(centres)
+    coarse = torch.arange(len(centres)) // HIERARCHY_FINE_PER_COARSE
+    d = torch.cdist(centres, centres).fill_diagonal_(float("inf"))
+    assert torch.equal(coarse[d.argmin(1)], coarse)             # every fine centre's nearest is a sibling
+    same = coarse[:, None] == coarse[None]
+    assert d[~same].mean() > 3 * d[same & d.isfinite()].mean()   # coarse clusters far apart against their size
+
+
 @pytest.mark.parametrize("name", GENERATED)
 def test_build_model_on_the_feature_backbone(name):
     data = prepare(load_dataset(name))

@@ -53,13 +53,15 @@ def load_mixture() -> TaskData:
 
 
 def make_hierarchy(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x (N, 40), fine labels (N,), fine centres (32, 8)). Coarse centres c_k ~ N(0, 1.5^2 I), fine centres
-    c_k + N(0, 1.5^2 I), points at their fine centre + N(0, 0.8^2 I) in the 8 signal dimensions, N(0, 1) in
-    the 32 noise dimensions; 250 points per fine class, shuffled. Fine class f belongs to coarse class f // 4."""
+    """(x (N, 40), fine labels (N,), fine centres (32, 8)). Coarse centres c_k ~ N(0, 4^2 I), fine centres
+    c_k + N(0, 1.2^2 I), points at their fine centre + N(0, 0.8^2 I) in the 8 signal dimensions, N(0, 1) in
+    the 32 noise dimensions; 250 points per fine class, shuffled. Fine class f belongs to coarse class f // 4.
+    The coarse spread is over 3x the fine one so that a coarse class is one cluster: every fine centre's nearest
+    other centre is in its own coarse class (with equal spreads, under half of them were)."""
     g = np.random.default_rng(seed)
     fine_classes = HIERARCHY_COARSE * HIERARCHY_FINE_PER_COARSE
-    coarse_centres = g.normal(0.0, 1.5, (HIERARCHY_COARSE, HIERARCHY_SIGNAL_DIMS))
-    offsets = g.normal(0.0, 1.5, (HIERARCHY_COARSE, HIERARCHY_FINE_PER_COARSE, HIERARCHY_SIGNAL_DIMS))
+    coarse_centres = g.normal(0.0, 4.0, (HIERARCHY_COARSE, HIERARCHY_SIGNAL_DIMS))
+    offsets = g.normal(0.0, 1.2, (HIERARCHY_COARSE, HIERARCHY_FINE_PER_COARSE, HIERARCHY_SIGNAL_DIMS))
     centres = (coarse_centres[:, None] + offsets).reshape(fine_classes, HIERARCHY_SIGNAL_DIMS)
     fine = np.repeat(np.arange(fine_classes), sum(SPLIT_SIZES) // fine_classes)
     signal = centres[fine] + g.normal(0.0, 0.8, (len(fine), HIERARCHY_SIGNAL_DIMS))
