@@ -169,16 +169,28 @@ def test_fig4_contrasts_pairs_cells_and_run_folders_by_seed(tmp_path, capsys):
     spec.loader.exec_module(script)
     record = {"dataset": "toy", "metric": "test_accuracy", "seeds": [3, 4], "cells": [
         {"num_entries": 10, "gamma": 2.5, "values": [0.70, 0.80]},
-        {"num_entries": 1, "gamma": 2.5, "values": [0.60, 0.50]}]}
+        {"num_entries": 1, "gamma": 2.5, "values": [0.60, 0.50]},
+        {"num_entries": 1, "gamma": 0.001, "values": [0.40, 0.50]}],
+        "settings": {"dataset": "toy", "split_seed": 0}}
     (tmp_path / "ablation.json").write_text(json.dumps(record))
     for seed, accuracy in ((3, 0.55), (4, 0.65)):                    # a run folder of mn train: epochs, then result
         (tmp_path / "ref" / f"seed{seed}").mkdir(parents=True)
         (tmp_path / "ref" / f"seed{seed}" / "metrics.jsonl").write_text(
             json.dumps({"epoch": 1, "val_accuracy": 0.1}) + "\n"
             + json.dumps({"event": "result", "test_accuracy": accuracy}))
-    script.main(str(tmp_path / "ablation.json"), ["10:2.5-1:2.5", f"10:2.5-{tmp_path / 'ref'}"])
+    (tmp_path / "ref" / "config.json").write_text(json.dumps({"dataset": "toy", "split_seed": 0}))
+    script.main(str(tmp_path / "ablation.json"), ["10:2.5-1:2.5", f"10:2.5-{tmp_path / 'ref'}", "1:1e-3-1:2.5"])
     rows = capsys.readouterr().out.splitlines()
     # differences 0.10, 0.30 -> mean 0.2, std 0.1414, half-width 12.706 * 0.1414 / sqrt(2) = 1.2706
     assert rows[2] == "| 10:2.5 − 1:2.5 | +0.2000 ± 0.1414 | [-1.0706, +1.4706] | +0.1000, +0.3000 |"
     # 0.70 - 0.55, 0.80 - 0.65: both 0.15
     assert rows[3].startswith(f"| 10:2.5 − {tmp_path / 'ref'} | +0.1500 ± 0.0000 | [+0.1500, +0.1500] |")
+    # gamma written with an exponent: 0.40 - 0.60, 0.50 - 0.50
+    assert rows[4] == "| 1:1e-3 − 1:2.5 | -0.1000 ± 0.1414 | [-1.3706, +1.1706] | -0.2000, +0.0000 |"
+    (tmp_path / "ref" / "config.json").write_text(json.dumps({"dataset": "toy", "split_seed": 1}))
+    with pytest.raises(SystemExit, match="split_seed 1, the sweep's is 0"):
+        script.main(str(tmp_path / "ablation.json"), [f"10:2.5-{tmp_path / 'ref'}"])
+    (tmp_path / "one.json").write_text(json.dumps(dict(record, seeds=[3], cells=[
+        {"num_entries": 10, "gamma": 2.5, "values": [0.70]}, {"num_entries": 1, "gamma": 2.5, "values": [0.60]}])))
+    script.main(str(tmp_path / "one.json"), ["10:2.5-1:2.5"])
+    assert capsys.readouterr().out.splitlines()[2] == "| 10:2.5 − 1:2.5 | +0.1000 (one seed: no std) | – | +0.1000 |"
