@@ -192,5 +192,6 @@ def test_fig4_contrasts_pairs_cells_and_run_folders_by_seed(tmp_path, capsys):
         script.main(str(tmp_path / "ablation.json"), [f"10:2.5-{tmp_path / 'ref'}"])
     (tmp_path / "one.json").write_text(json.dumps(dict(record, seeds=[3], cells=[
         {"num_entries": 10, "gamma": 2.5, "values": [0.70]}, {"num_entries": 1, "gamma": 2.5, "values": [0.60]}])))
+    capsys.readouterr()
     script.main(str(tmp_path / "one.json"), ["10:2.5-1:2.5"])
     assert capsys.readouterr().out.splitlines()[2] == "| 10:2.5 − 1:2.5 | +0.1000 (one seed: no std) | – | +0.1000 |"
