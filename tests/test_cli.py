@@ -28,6 +28,28 @@ def test_demo_fast_prints_the_results_table(capsys):
     assert "| linear + MN | 3 | 20 steps of 128 (2.56 epochs) |" in table
 
 
+def test_demo_quotes_the_committed_protocol_result(capsys):
+    from mn.demo import MEASURED
+
+    s = json.loads((ROOT / "bench" / "results" / "paper-claims-table1-summary.json").read_text())["mnist5k"]
+    rows, diffs = s["rows"], s["differences"]["MN ft:1+S"]
+
+    def pct(row):
+        return f"{100 * rows[row]['mean']:.2f} ± {100 * rows[row]['std']:.2f}%"
+
+    def diff(key):
+        d = diffs[key]
+        return f"+{100 * d['mean']:.2f} points, 95% interval [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
+
+    text = " ".join(MEASURED.split())
+    assert len(s["seeds"]) == 5 and f"MN ft:1 reaches {pct('MN ft:1+S')}" in text
+    assert f"vanilla output layers {pct(s['best_vanilla'])} ({diff('best_vanilla')})" in text
+    assert f"more parameters {pct(s['best_wide'])} ({diff('best_wide').replace(' points, 95% interval', '')})" \
+        in text
+    main(["demo", "--fast"])
+    assert MEASURED in capsys.readouterr().out
+
+
 def test_train_then_eval(tmp_path, capsys):
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"dataset": "spirals", "method": "mn", "epochs": 2}))
