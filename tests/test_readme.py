@@ -1,5 +1,6 @@
 """The README's examples run: the regression example of "Use" (fewer steps), and the training section shows
-the run folder's files, --dry-run, mn plot and --version as the command has them."""
+the run folder's files, --dry-run, mn plot and --version as the command has them; the Results section quotes the
+committed summary of bench/paper_claims.py."""
 import math
 import re
 from pathlib import Path
@@ -36,3 +37,22 @@ def test_the_training_section_shows_what_the_command_does():
     dry_run = dry_run[:dry_run.index("}") + 1]
     keys = re.findall(r'"(\w+)":', dry_run)
     assert keys == [f.name for f in dataclasses.fields(TrainConfig) if f.name not in INVOCATION]
+
+
+def test_the_results_section_quotes_the_committed_protocol_summary():
+    import json
+
+    s = json.loads((ROOT / "bench" / "results" / "paper-claims-table1-summary.json").read_text())["mnist5k"]
+    rows, d = s["rows"], s["differences"]["MN ft:1+S"]
+
+    def pct(row):
+        return f"{100 * rows[row]['mean']:.2f} ± {100 * rows[row]['std']:.2f}%"
+
+    def interval(key):
+        low, high = (100 * x for x in d[key]["ci95"])
+        return f"(+{100 * d[key]['mean']:.2f} [{low:+.2f}, {high:+.2f}])"
+
+    section = " ".join(README.split("## Results")[1].split("## Analysis")[0].split())
+    assert f"MN ft:1+S {pct('MN ft:1+S')} against the best vanilla head {pct(s['best_vanilla'])} " \
+           f"{interval('best_vanilla')}, the best wider net {pct(s['best_wide'])} {interval('best_wide')} " \
+           f"and MAXL {pct('MAXL')}" in section
