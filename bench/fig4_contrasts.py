@@ -42,16 +42,16 @@ def check_run_folder(record: dict, folder: Path) -> None:
         raise SystemExit(f"{folder}: no config.json, not a run folder of mn train")
     config = json.loads((folder / "config.json").read_text())
     settings = record.get("settings", {"dataset": record["dataset"]})
-    for key in ("dataset", "split_seed", "val_fraction"):
+    for key in ("dataset", "split_seed", "val_fraction", "folds", "fold"):
         if key in settings and config.get(key) != settings[key]:
             raise SystemExit(f"{folder}: {key} {config.get(key)!r}, the sweep's is {settings[key]!r}")
 
 
 def split_contrast(contrast: str) -> tuple[str, str]:
-    """ "A-B" at the first '-' where both sides are a cell or an existing run folder."""
+    """ "A-B" at the first '-' where both sides are a cell or an existing run folder ('' is neither)."""
     for k, char in enumerate(contrast):
         a, b = contrast[:k], contrast[k + 1:]
-        if char == "-" and all(CELL.fullmatch(t) or Path(t).is_dir() for t in (a, b)):
+        if char == "-" and all(t and (CELL.fullmatch(t) or Path(t).is_dir()) for t in (a, b)):
             return a, b
     raise SystemExit(f"{contrast!r}: expected A-B, each a cell S:GAMMA or a run folder")
 

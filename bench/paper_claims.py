@@ -5,13 +5,15 @@ backbone with at least as many parameters as MN's backbone + dictionary + heads;
 on the same backbone, splits and seeds, trained with `mn train`'s own system (`mn.training.make_config` +
 `train`, every setting the data set's default unless the row sets it).
 
-Writes JSON (every run: test and validation accuracy, best epoch, wall and CPU seconds; parameter counts;
-versions, date, machine) after every finished run, so an interrupted bench resumes where it stopped (runs already
-in the JSON are skipped), and Markdown: per data set each method's mean ± sample std over seeds, and for each MN
-variant the paired difference to the best vanilla, to MAXL and to the best capacity-matched vanilla (same seed =
-same split, same backbone initialisation and batch order), mean with its 95% t-interval over seeds.
+Writes JSON after every finished run: every run's test and validation accuracy, best epoch, wall and CPU seconds
+and settings; per data set the parameter counts and test examples; per invocation its command, commit, versions,
+machine, loads and time. An interrupted bench resumes where it stopped (runs already in the JSON are skipped;
+runs of a row with other settings are refused before training). Then Markdown (and a summary JSON): per data set
+each method's mean ± sample std over seeds, and for each MN variant the paired difference to the best vanilla, to
+MAXL and to the best capacity-matched vanilla (same seed = same split, same backbone initialisation and batch
+order), mean with its 95% t-interval over seeds.
 
-    OMP_NUM_THREADS=1 python bench/paper_claims.py --workers 2          # the committed run (bench/results/)
+    OMP_NUM_THREADS=1 python bench/paper_claims.py --workers 2          # the committed run, seeds 0-4
     python bench/paper_claims.py --report-only                          # Markdown again from the JSON
     python bench/paper_claims.py --datasets digits --seeds 0 --epochs 1 --max-steps-per-epoch 2 \\
         --json /tmp/smoke.json --md /tmp/smoke.md                        # smoke test, seconds
@@ -26,14 +28,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -67,52 +68,79 @@ def methods(dataset: str) -> dict[str, dict]:
     return {**VANILLA, **MAXL, **MN, **wide}
 
 
-def t_quantile(df: int) -> float:
-    """The 0.975 quantile of Student's t with df degrees of freedom (scipy's, which sklearn brings)."""
-    from scipy.stats import t
-    return float(t.ppf(0.975, df))
-
-
-def paired(a: list[float], b: list[float]) -> dict:
-    """Paired differences a - b (one per seed): mean, sample std, n and the 95% t-interval of the mean."""
-    d = [x - y for x, y in zip(a, b)]
-    n, mean = len(d), statistics.fmean(d)
-    std = statistics.stdev(d) if n > 1 else float("nan")
-    half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
-    return {"differences": d, "mean": mean, "std": std, "n": n, "ci95": [mean - half, mean + half]}
-
-
 # -- running ------------------------------------------------------------------------------------------------------
 def _init_worker() -> None:
     import torch
     torch.set_num_threads(1)
 
 
+def make_run_config(dataset: str, flags: dict, seed: int, overrides: dict):
+    from mn.training import make_config
+    return make_config(flags=dict(dataset=dataset, seeds=[seed], progress=False, device="cpu", **flags, **overrides))
+
+
+def settings(cfg) -> dict:
+    """The settings a run records, and that runs of one row must share."""
+    return {k: getattr(cfg, k) for k in ("backbone", "method", "classifier", "optimizer", "lr", "weight_decay",
+                                         "epochs", "lr_milestones", "num_entries", "gamma", "inner_steps",
+                                         "inner_lr", "entry_dropout")}
+
+
 def run_one(dataset: str, name: str, flags: dict, seed: int, overrides: dict) -> dict:
     """One (data set, method, seed) run with mn train's system; its result and times."""
-    from mn.training import make_config, train
+    from mn.training import train
     from mn.training.console import Console
 
-    cfg = make_config(flags=dict(dataset=dataset, seeds=[seed], progress=False, device="cpu", **flags, **overrides))
+    cfg = make_run_config(dataset, flags, seed, overrides)
     wall, cpu = time.perf_counter(), time.process_time()
     result = train(cfg, log=lambda _: None, console=Console(bars=False))
     run = result["runs"][0]
     return {"dataset": dataset, "method": name, "seed": seed, "test_accuracy": run["test_accuracy"],
             "val_accuracy": run["val_accuracy"], "best_epoch": run["best_epoch"], "epochs": run["epochs"],
-            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "commit": commit(),
-            "config": {k: getattr(cfg, k) for k in ("backbone", "method", "classifier", "optimizer", "lr",
-                                                    "weight_decay", "epochs", "lr_milestones", "num_entries",
-                                                    "gamma", "inner_steps", "inner_lr", "entry_dropout")}}
+            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "config": settings(cfg)}
+
+
+def run_pool(tasks: list[tuple], workers: int, fn, on_result, initializer=None) -> None:
+    """fn(*task) for every task, `workers` at a time in spawned processes, on_result(task, result) as each ends.
+    At most `workers` tasks are ever handed to the pool, so on a failure or Ctrl-C nothing more starts: the runs
+    in flight finish and are passed on, then the error is raised."""
+    pending = list(reversed(tasks))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=initializer) as pool:
+        running, failure = {}, None
+        while running or (pending and failure is None):
+            while pending and failure is None and len(running) < workers:
+                task = pending.pop()
+                running[pool.submit(fn, *task)] = task
+            try:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt as interrupt:
+                failure = failure or interrupt
+                print(f"interrupted: waiting for the {len(running)} runs in flight", file=sys.stderr, flush=True)
+                continue
+            for future in done:
+                task = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as error:              # noqa: BLE001 -- raised below, after the runs in flight
+                    print(f"{task[:2] + task[3:4]} failed: {error!r}", file=sys.stderr, flush=True)
+                    failure = failure or error
+                    continue
+                on_result(task, result)
+    if failure is not None:
+        raise failure
 
 
 def commit() -> str | None:
-    """The checkout's commit, with -dirty when files differ from it (None outside git)."""
+    """The checkout's commit, with -dirty when its code (not bench/results) differs from it; None outside git."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30).stdout
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=30)
+        head = git("rev-parse", "--short=12", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "python", "csrc", "mn_kernels", "bench",
+                    "setup.py", ":(exclude)bench/results").strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return (head + ("-dirty" if dirty else "")) or None
 
 
 def data_facts(dataset: str) -> tuple[dict[str, int], int]:
@@ -147,13 +175,13 @@ def environment() -> dict:
 def load(path: Path) -> dict:
     """The JSON's record; one written before invocations were kept gets its single header as one invocation."""
     record = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    if "command" in record:
+    if "command" in record:             # an interrupted run wrote no end load and no total time
         record["invocations"] = [{"command": record.pop("command"), "commit": None,
                                   "environment": record.pop("environment"),
                                   "load_average_start": record.pop("load_average_start"),
-                                  "load_average_end": record.pop("load_average_end"),
-                                  "wall_s": record.pop("total_wall_s"),
-                                  "runs": None, "merged": "several invocations' runs under the last one's header"}]
+                                  "load_average_end": record.pop("load_average_end", None),
+                                  "wall_s": record.pop("total_wall_s", None), "runs": None,
+                                  "merged": "possibly several invocations' runs under the last one's header"}]
     return record
 
 
@@ -171,9 +199,6 @@ def bench(args) -> dict:
     if record.get("overrides", overrides) != overrides:
         sys.exit(f"{path} holds runs with overrides {record.get('overrides')}, not {overrides}: pass another --json")
     record["overrides"] = overrides
-    invocation = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]), "commit": commit(),
-                  "environment": environment(), "load_average_start": os.getloadavg()}
-    record.setdefault("invocations", []).append(invocation)
     for dataset in args.datasets:
         counts, test_examples = data_facts(dataset)
         record.setdefault("parameters", {})[dataset] = counts
@@ -182,30 +207,44 @@ def bench(args) -> dict:
     done = {(r["dataset"], r["method"], r["seed"]) for r in record["runs"]}
     # MNIST's first and the inner-step-3 runs first: the long ones start early so the pool ends evenly.
     order = {"mnist5k": 0, "digits": 1, "mixture": 2}
-    tasks = [(d, name, flags, s) for d in args.datasets for name, flags in methods(d).items() for s in args.seeds
-             if (d, name, s) not in done and (args.methods is None or name in args.methods)]
+    tasks = [(d, name, flags, s, overrides) for d in args.datasets for name, flags in methods(d).items()
+             for s in args.seeds if (d, name, s) not in done and (args.methods is None or name in args.methods)]
     tasks.sort(key=lambda t: (order.get(t[0], 3), t[2].get("inner_steps", 1) != 3, t[3]))
+    refuse_other_settings(record, tasks)
     print(f"{len(tasks)} runs to do ({len(done)} already in {path}), {args.workers} at a time", flush=True)
+    if not tasks:
+        return record
+    invocation = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]), "commit": commit(),
+                  "environment": environment(), "load_average_start": os.getloadavg(), "runs": 0}
+    record.setdefault("invocations", []).append(invocation)
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(run_one, d, name, flags, s, overrides): (d, name, s) for d, name, flags, s in tasks}
-        for k, future in enumerate(as_completed(futures), 1):
-            try:
-                run = future.result()
-            except BaseException:
-                # The finished runs are in the JSON; the queued ones are dropped, not run and thrown away.
-                pool.shutdown(wait=False, cancel_futures=True)
-                print(f"{futures[future]} failed; the runs finished so far are in {path}", file=sys.stderr)
-                raise
-            record["runs"].append(run)
-            save(record, path)
-            print(f"[{k}/{len(tasks)} {time.perf_counter() - start:7.0f} s] {run['dataset']} {run['method']} seed "
-                  f"{run['seed']}: test {run['test_accuracy']:.4f} val {run['val_accuracy']:.4f} "
-                  f"({run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s cpu; load {os.getloadavg()[0]:.1f})",
-                  flush=True)
-    invocation.update(wall_s=time.perf_counter() - start, load_average_end=os.getloadavg(), runs=len(tasks))
-    save(record, path)
+
+    def keep(task, run):
+        record["runs"].append(run)
+        invocation["runs"] += 1
+        save(record, path)
+        print(f"[{invocation['runs']}/{len(tasks)} {time.perf_counter() - start:7.0f} s] {run['dataset']} "
+              f"{run['method']} seed {run['seed']}: test {run['test_accuracy']:.4f} val {run['val_accuracy']:.4f} "
+              f"({run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s cpu; load {os.getloadavg()[0]:.1f})", flush=True)
+
+    try:
+        run_pool(tasks, args.workers, run_one, keep, initializer=_init_worker)
+    finally:
+        invocation.update(wall_s=time.perf_counter() - start, load_average_end=os.getloadavg())
+        save(record, path)
     return record
+
+
+def refuse_other_settings(record: dict, tasks: list[tuple]) -> None:
+    """Before training: a planned run whose settings differ from its row's runs already in the record (another
+    mn, another default) would mix two experiments under one row."""
+    for dataset, name, flags, seed, overrides in tasks:
+        kept = [r["config"] for r in record["runs"] if r["dataset"] == dataset and r["method"] == name]
+        planned = json.loads(json.dumps(settings(make_run_config(dataset, flags, seed, overrides))))
+        if kept and kept[0] != planned:
+            differing = sorted(k for k in planned if kept[0].get(k) != planned[k])
+            sys.exit(f"{dataset} {name}: the runs in the record have other settings ({', '.join(differing)}) than "
+                     "this mn gives: pass another --json")
 
 
 # -- reporting ----------------------------------------------------------------------------------------------------
@@ -213,6 +252,8 @@ def summarise(record: dict) -> dict:
     """Per data set: each method's per-seed accuracies, mean, std; the best vanilla and best wide row (by mean test
     accuracy over the seeds all rows of the group share, which favours the baselines); each MN row's paired
     differences to those and to MAXL. Refuses runs of one row whose settings differ."""
+    from mn.analysis import stats
+
     out = {}
     for dataset in dict.fromkeys(r["dataset"] for r in record["runs"]):
         runs = [r for r in record["runs"] if r["dataset"] == dataset]
@@ -227,17 +268,22 @@ def summarise(record: dict) -> dict:
             if not by_seed:
                 continue
             acc = [by_seed[s]["test_accuracy"] for s in seeds if s in by_seed]
+            spread = stats.summary(acc)
             rows[name] = {"seeds": [s for s in seeds if s in by_seed], "test_accuracy": acc,
-                          "mean": statistics.fmean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else float("nan"),
+                          "mean": spread["mean"], "std": spread["std"],
                           "wall_s": [by_seed[s]["wall_s"] for s in seeds if s in by_seed],
                           "best_epoch": [by_seed[s]["best_epoch"] for s in seeds if s in by_seed]}
         summary = {"seeds": seeds, "rows": rows, "differences": {}}
         for group, key in ((VANILLA, "best_vanilla"), (MAXL, "maxl"), (WIDE, "best_wide")):
             names = [n for n in group if n in rows]
-            shared = set.intersection(*(set(rows[n]["seeds"]) for n in names)) if names else set()
-            if shared:
-                summary[key] = max(names, key=lambda n: statistics.fmean(
-                    a for sd, a in zip(rows[n]["seeds"], rows[n]["test_accuracy"]) if sd in shared))
+            if not names:
+                continue
+            shared = set.intersection(*(set(rows[n]["seeds"]) for n in names))
+            if not shared:
+                sys.exit(f"{dataset}: the rows {', '.join(names)} share no seed, so none can be chosen as the best: "
+                         "run the missing seeds")
+            summary[key] = max(names, key=lambda n: statistics.fmean(
+                a for sd, a in zip(rows[n]["seeds"], rows[n]["test_accuracy"]) if sd in shared))
         for name in MN:
             if name not in rows:
                 continue
@@ -248,13 +294,14 @@ def summarise(record: dict) -> dict:
                 if len(common) >= 1:
                     a = [rows[name]["test_accuracy"][rows[name]["seeds"].index(s)] for s in common]
                     b = [rows[base]["test_accuracy"][rows[base]["seeds"].index(s)] for s in common]
-                    summary["differences"][name][key] = {"against": base, "seeds": common, **paired(a, b)}
+                    summary["differences"][name][key] = {"against": base, "seeds": common,
+                                                         **stats.paired_difference(a, b)}
         out[dataset] = summary
     return out
 
 
 def _pct(x: float) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+    return "–" if x is None else f"{100 * x:.2f}"
 
 
 def _interval(d: dict | None) -> str:
@@ -280,8 +327,7 @@ def _invocation(k: int, inv: dict) -> str:
             + (f"{inv['wall_s'] / 60:.1f} min." if inv.get("wall_s") is not None else "wall time not recorded."))
 
 
-def markdown(record: dict) -> str:
-    summary = summarise(record)
+def markdown(record: dict, summary: dict) -> str:
     lines = ["# Table 1's protocol on data that ships (generated by bench/paper_claims.py)", "",
              "Invocations that wrote these runs (each resumes the JSON: runs already in it are kept)"
              + (f"; overrides {record['overrides']}" if record["overrides"] else "") + ":", "",
@@ -291,7 +337,8 @@ def markdown(record: dict) -> str:
              "the row with the highest mean test accuracy among the four vanilla rows / the four capacity-matched "
              "rows, over the seeds they all have (chosen on test, which favours the baseline). MAXL's parameters "
              "include its label generator (a second backbone, used in training only). Paired difference: MN - that "
-             "row, seed by seed, mean [95% t-interval], with no correction for the 12 comparisons per data set.", ""]
+             "row, seed by seed, mean [95% t-interval], with no correction for the "
+             f"{len(MN) * len(DIFFERENCE_KEYS)} comparisons per data set.", ""]
     for dataset, s in summary.items():
         params = record["parameters"].get(dataset, {})
         cfg = next(r["config"] for r in record["runs"] if r["dataset"] == dataset and r["method"] == "MN ft:1+S") \
@@ -327,7 +374,7 @@ def markdown(record: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each (default 2)")
     parser.add_argument("--json", default=str(RESULTS / "paper-claims-table1.json"))
     parser.add_argument("--md", default=str(RESULTS / "paper-claims-table1.md"))
@@ -342,10 +389,11 @@ def main(argv=None) -> int:
     record = load(Path(args.json)) if args.report_only else bench(args)
     if not record["runs"]:
         sys.exit(f"no runs in {args.json}")
-    Path(args.md).write_text(markdown(record))
     summary = summarise(record)
+    text = markdown(record, summary)
+    Path(args.md).write_text(text)
     Path(args.json).with_name(Path(args.json).stem + "-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(markdown(record))
+    print(text)
     return 0
 
 

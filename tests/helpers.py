@@ -97,3 +97,18 @@ LOW_PRECISION = {
 }
 # float32 with TF32 dots (GPU, matmul precision "high"): 10 mantissa bits per operand, at gamma = 5.
 TF32 = 5e-3
+
+
+def mnist5k_protocol_quote() -> dict:
+    """The committed mnist5k summary of bench/paper_claims.py formatted as `mn demo` and the README quote it:
+    'acc' row -> '97.52 ± 0.26%'; 'diff' key -> ('+0.76', '+0.09', '+1.43') for MN ft:1+S against that baseline."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "results" / "paper-claims-table1-summary.json"
+    s = json.loads(path.read_text())["mnist5k"]
+    rows, diffs = s["rows"], s["differences"]["MN ft:1+S"]
+    acc = {name: f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}%" for name, row in rows.items()}
+    diff = {key: tuple(f"{100 * x:+.2f}" for x in (d["mean"], *d["ci95"])) for key, d in diffs.items()}
+    return {"seeds": s["seeds"], "best_vanilla": s["best_vanilla"], "best_wide": s["best_wide"], "acc": acc,
+            "diff": diff}

@@ -190,6 +190,8 @@ def test_fig4_contrasts_pairs_cells_and_run_folders_by_seed(tmp_path, capsys):
     (tmp_path / "ref" / "config.json").write_text(json.dumps({"dataset": "toy", "split_seed": 1}))
     with pytest.raises(SystemExit, match="split_seed 1, the sweep's is 0"):
         script.main(str(tmp_path / "ablation.json"), [f"10:2.5-{tmp_path / 'ref'}"])
+    with pytest.raises(SystemExit, match="'10:2.5-': expected A-B"):      # an empty side is not the cwd
+        script.main(str(tmp_path / "ablation.json"), ["10:2.5-"])
     (tmp_path / "one.json").write_text(json.dumps(dict(record, seeds=[3], cells=[
         {"num_entries": 10, "gamma": 2.5, "values": [0.70]}, {"num_entries": 1, "gamma": 2.5, "values": [0.60]}])))
     capsys.readouterr()

@@ -5,6 +5,8 @@ import math
 import re
 from pathlib import Path
 
+from helpers import mnist5k_protocol_quote
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -40,19 +42,9 @@ def test_the_training_section_shows_what_the_command_does():
 
 
 def test_the_results_section_quotes_the_committed_protocol_summary():
-    import json
-
-    s = json.loads((ROOT / "bench" / "results" / "paper-claims-table1-summary.json").read_text())["mnist5k"]
-    rows, d = s["rows"], s["differences"]["MN ft:1+S"]
-
-    def pct(row):
-        return f"{100 * rows[row]['mean']:.2f} ± {100 * rows[row]['std']:.2f}%"
-
-    def interval(key):
-        low, high = (100 * x for x in d[key]["ci95"])
-        return f"(+{100 * d[key]['mean']:.2f} [{low:+.2f}, {high:+.2f}])"
-
+    q = mnist5k_protocol_quote()
+    (v, v_low, v_high), (w, w_low, w_high) = q["diff"]["best_vanilla"], q["diff"]["best_wide"]
     section = " ".join(README.split("## Results")[1].split("## Analysis")[0].split())
-    assert f"MN ft:1+S {pct('MN ft:1+S')} against the best vanilla head {pct(s['best_vanilla'])} " \
-           f"{interval('best_vanilla')}, the best wider net {pct(s['best_wide'])} {interval('best_wide')} " \
-           f"and MAXL {pct('MAXL')}" in section
+    assert f"MN ft:1+S {q['acc']['MN ft:1+S']} against the best vanilla head {q['acc'][q['best_vanilla']]} " \
+           f"({v} [{v_low}, {v_high}]), the best wider net {q['acc'][q['best_wide']]} ({w} [{w_low}, {w_high}]) " \
+           f"and MAXL {q['acc']['MAXL']}" in section
