@@ -7,7 +7,8 @@
 #                    step's start, time limit, exit status and console output (autotuning choices, errors)
 #   gpu-bench.md     the table: six configs x (gemm limit tf32/bf16, literal form, plain closed form tf32/bf16,
 #                    triton tf32/bf16, torch, native), the value check and the unchecked and ft:3 rows
-#                    (bench/bench_gpu.py)
+#                    (bench/bench_gpu.py); then whole training steps with a backbone, per Table 1 cell, and
+#                    the GPU-hours of a run (bench/train_step.py)
 #   gpu-sweep.md     every autotune candidate of each kernel at $CHECK_CONFIG, fp32 and bf16, with its time,
 #                    resources and output check, then extra configs (bench/sweep_gpu.py)
 #   gpu-ablation.md  each kernel with a stage removed or doubled (bench/ablate_gpu.py)
@@ -20,20 +21,21 @@
 # build (the native rows and tests need it; meanwhile the kernels compile in the background); the table (the headline: the step against the targets and both
 # references); the sweep (cheap once the table's autotuning has compiled every candidate; it lets tuning go
 # on offline); the ablation (where the time goes inside each kernel, no counters needed); the profile (the
-# host-side kernels around the Triton ones); the graph replay (the host overhead in one number); the tests
+# host-side kernels around the Triton ones); the graph replay (the host overhead in one number); the training
+# step with a backbone (what a Table 1 run costs in GPU-hours: the README's open figure); the tests
 # (the CPU suite already runs these kernels in the interpreter and the table checks values at the main
 # config, so a cut here loses least); ncu last (the slowest per kernel, and the tool most likely to fail on
 # an unknown runtime).
 #
-# Time limits (seconds; the env var of each): T_INSTALL 75, T_BENCH 120, T_SWEEP 45, T_ABLATE 70,
-# T_PROFILE 25, T_GRAPH 25, T_TESTS 60, T_NCU 40: 460 s, and 20 s for the versions (each tool call under its
-# own timeout) and the gaps between steps: 480 s, the 8 minutes. On top, no step runs past
+# Time limits (seconds; the env var of each): T_INSTALL 75, T_BENCH 120, T_SWEEP 45, T_ABLATE 60,
+# T_PROFILE 20, T_GRAPH 20, T_TRAIN 30, T_TESTS 50, T_NCU 40: 460 s, and 20 s for the versions (each tool call
+# under its own timeout) and the gaps between steps: 480 s, the 8 minutes. On top, no step runs past
 # GPU_CHECK_TOTAL_S (480) from the start: a slow step shortens the ones after it. Each Python step gets a
 # budget (MN_BENCH_BUDGET_S) below its limit, so it stops starting measurements and ends on its own.
 #
 # Dry run here (CPU, Triton interpreter, tiny configs; tests/test_gpu_check.py runs it in CI):
 #   OUT=/tmp/gpu-dry GPU_CHECK_INSTALL=0 CHECK_CONFIG=4,40,3,8 BENCH_CONFIGS=4,40,3,8 SWEEP_EXTRA=2 \
-#     PROFILE_STEPS=2 bash bench/gpu_check.sh
+#     PROFILE_STEPS=2 TRAIN_STEP_ARGS="--cells cifar10-resnet29-mn-ft1-S --batch 4 --steps 1" bash bench/gpu_check.sh
 # Without a GPU the GPU tests, the graph replay and ncu write "skipped: no GPU" into their files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -168,18 +170,24 @@ py_step "sweep" "${T_SWEEP:-45}" "$OUT/gpu-sweep.md" \
   "$PY" bench/sweep_gpu.py --config "$CONFIG" --extra "${SWEEP_EXTRA:-64}" --out "$OUT/gpu-sweep.md"
 
 # 5. The ablation.
-py_step "ablation" "${T_ABLATE:-70}" "$OUT/gpu-ablation.md" \
+py_step "ablation" "${T_ABLATE:-60}" "$OUT/gpu-ablation.md" \
   "$PY" bench/ablate_gpu.py --config "$CONFIG" --out "$OUT/gpu-ablation.md"
 
 # 6. The per-kernel profile of the step (torch.profiler), fp32 and bf16.
 echo "# Where a head step's device time goes, kernel by kernel (bench/profile_gpu.py, config $CONFIG)" \
   > "$OUT/gpu-profile.md"
-py_step "profile" "${T_PROFILE:-25}" "$OUT/gpu-profile.md" "$PY" bench/profile_gpu.py --config "$CONFIG" \
+py_step "profile" "${T_PROFILE:-20}" "$OUT/gpu-profile.md" "$PY" bench/profile_gpu.py --config "$CONFIG" \
   --dtype float32 bfloat16 --steps "${PROFILE_STEPS:-10}" --out "$OUT/gpu-profile.md"
 
 # 7. CUDA graph replay vs eager (on the CPU: the eager step only, the graph rows skipped).
-py_step "graph replay" "${T_GRAPH:-25}" "$OUT/gpu-graph.md" \
+py_step "graph replay" "${T_GRAPH:-20}" "$OUT/gpu-graph.md" \
   "$PY" bench/graph_step.py --config "$CONFIG" --out "$OUT/gpu-graph.md"
+
+# 7b. Whole training steps with a backbone, per Table 1 cell (priority order), appended to the table's file:
+# the GPU-hours of a run.
+read -r -a TRAIN_ARGS <<< "${TRAIN_STEP_ARGS:-}"
+py_step "training step" "${T_TRAIN:-30}" "$OUT/gpu-bench.md" \
+  "$PY" bench/train_step.py --out "$OUT/gpu-bench.md" ${TRAIN_ARGS[@]+"${TRAIN_ARGS[@]}"}
 
 # 8. The GPU tests: every fused-backend test runs on the GPU when there is one (fp64 equality, gradcheck,
 # tolerances, races, S = 1e6, the CUDA-graph recipe); one config per kernel (MN_AUTOTUNE=0): tuning each test
@@ -191,7 +199,7 @@ echo "# GPU tests: pytest ${TESTS[*]} (MN_AUTOTUNE=0)" > "$OUT/gpu-tests.txt"
 if ((GPU)); then
   WORKERS=()
   "$PY" -c "import xdist" 2> /dev/null && WORKERS=(-n "${TEST_WORKERS:-8}")
-  if run_step "GPU tests" "${T_TESTS:-60}" "$OUT/gpu-tests.txt" env MN_AUTOTUNE=0 \
+  if run_step "GPU tests" "${T_TESTS:-50}" "$OUT/gpu-tests.txt" env MN_AUTOTUNE=0 \
       "$PY" -m pytest "${TESTS[@]}" ${WORKERS[@]+"${WORKERS[@]}"} -v --tb=short -rfEs --durations=10 \
       -p no:cacheprovider; then
     ((RC == 124 || RC == 137)) && echo "- cut at the step's time limit: the tests above ran" >> "$OUT/gpu-tests.txt"

@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "4,40,3,8"
 EXPECTED = {  # file -> texts it must contain
     "run.log": ["# gpu_check.sh", "python", "torch", "triton", "== table: exit 0", "== sweep: exit 0",
-                "== ablation: exit 0", "== profile: exit 0", "== graph replay: exit 0", "== done"],
+                "== ablation: exit 0", "== profile: exit 0", "== graph replay: exit 0", "== training step: exit 0",
+                "== done"],
     "gpu-bench.md": ["# Head step, fused vs references", "| B,S,C,n | impl |", "| plain closed form tf32 |",
                      "| plain closed form bf16 |", "| gemm limit tf32 (m=", "| gemm limit bf16 (m=", "| autograd |",
                      "| triton tf32 |", "| triton bf16 |", "| triton tf32 ft:3 |", "| autograd ft:3 |",
-                     "Value check at", "| dkeys |"],
+                     "Value check at", "| dkeys |", "## Training steps with a backbone: the cost of a Table 1 run",
+                     "| cell | batch | step ms |", "| cifar10-resnet29-mn-ft1-S | 4 |", "Batch overridden to 4"],
     "gpu-sweep.md": ["# Autotune sweep", "| kernel | dtype | # | config | ms |", "Fastest correct config"],
     "gpu-ablation.md": ["# Ablation of the Triton kernels", "| kernel | dtype | variant |", "| production |",
                         "| base |"],
@@ -39,7 +41,7 @@ def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="", TRITON_INTERPRET="1",
                GPU_CHECK_INSTALL="0", CHECK_CONFIG=CONFIG, BENCH_CONFIGS=CONFIG, SWEEP_EXTRA="2",
-               PROFILE_STEPS="2")
+               PROFILE_STEPS="2", TRAIN_STEP_ARGS="--cells cifar10-resnet29-mn-ft1-S --batch 4 --steps 1")
     env.pop("MN_AUTOTUNE", None)
     start = time.monotonic()
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], env=env, cwd=ROOT, capture_output=True,
@@ -111,3 +113,9 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_train_step_names_an_unknown_cell():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), "--cells", "cifar10-vgg-mn",
+                           "--out", os.devnull], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--cells: no configs/table1/cifar10-vgg-mn.json" in proc.stderr, proc.stderr
