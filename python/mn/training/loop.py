@@ -10,7 +10,6 @@ a process's share, so with dropout on, DDP draws other, equally random masks tha
 """
 from __future__ import annotations
 
-import collections
 import json
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from .config import TrainConfig, config_to_dict
 from .console import Console
 from .distributed import Context, unwrap, wrap
 from .methods import build_model, per_example_loss
-from .optim import build_optimizer, build_scheduler, clip_gradients
+from .optim import build_optimizer, build_scheduler, clip_gradients, refresh_groups, retarget_schedule
 from .rundir import check_resume
 
 
@@ -132,6 +131,8 @@ class Run:
     starts metrics.jsonl anew; a resumed run that had already finished logs its result record only once.
     """
 
+    STATE_KEYS = RUN_KEYS           # what last.pt must hold (a subclass's _state adds its own)
+
     def __new__(cls, cfg: TrainConfig, *args, **kwargs):
         """Run(cfg, ...) of --method maxl is a maxl.MaxlRun (two networks and optimisers, two passes an epoch)."""
         if cls is Run and cfg.method == "maxl":
@@ -176,7 +177,7 @@ class Run:
         settings are applied from the next epoch (`_apply_changes`); then best.pt and metrics.jsonl are brought
         in line with it."""
         stored, state = load_checkpoint(path, map_location=self.ctx.device)
-        require_entries(path, state, RUN_KEYS)
+        require_entries(path, state, self.STATE_KEYS)
         changes = {k for k, _, _ in check_resume(stored, self.cfg, path)}
         fold = -1 if self.fold is None else self.fold
         if state["seed"] != self.seed or state["fold"] != fold:
@@ -188,6 +189,7 @@ class Run:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             load_scheduler_state(self.scheduler, state["scheduler"])
+            self._load_extra(state)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: its state does not fit the model and optimiser of this configuration "
                                   f"({type(e).__name__}: {e})") from e
@@ -201,28 +203,19 @@ class Run:
         if self.ctx.main:
             self._recover(state, had_history="history" in state)
 
+    def _load_extra(self, state: dict) -> None:
+        """Loads what a subclass's _state keeps beside Run's (its STATE_KEYS); Run keeps nothing more."""
+
     def _apply_changes(self, changed: set[str]) -> None:
         """Puts the settings of self.cfg that differ from the checkpoint's into the loaded optimiser and schedule:
         the learning rate as the schedule gives it at this epoch (cfg.lr decayed by cfg.lr_decay once per
         milestone passed), weight decay (on the decayed group), momentum. The rest (epochs, patience,
         grad_clip, steps per epoch) is read from cfg as training goes. Nothing is touched without a change, so
         a plain resume continues bit for bit."""
-        cfg = self.cfg
         if changed & {"lr", "lr_milestones", "lr_decay"}:
-            sched = self.scheduler
-            sched.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
-            sched.milestones = collections.Counter(cfg.lr_milestones)
-            sched.gamma = cfg.lr_decay
-            lr = cfg.lr * cfg.lr_decay ** sum(1 for m in cfg.lr_milestones if m <= sched.last_epoch)
-            for group in self.optimizer.param_groups:
-                group["initial_lr"], group["lr"] = cfg.lr, lr
-            sched._last_lr = [lr] * len(self.optimizer.param_groups)
+            retarget_schedule(self.optimizer, self.scheduler, self.cfg.lr, self.cfg)
         if changed & {"weight_decay", "momentum"}:
-            fresh = build_optimizer(cfg, self.ddp).param_groups           # the groups as cfg makes them
-            for group, new in zip(self.optimizer.param_groups, fresh):
-                for key in ("weight_decay", "momentum", "nesterov"):
-                    if key in group:
-                        group[key] = new[key]
+            refresh_groups(self.optimizer, self.cfg, self.ddp)
 
     def _recover(self, state: dict, *, had_history: bool) -> None:
         """Makes best.pt and metrics.jsonl agree with last.pt (`state`), whatever moment a kill struck:
@@ -284,23 +277,17 @@ class Run:
     # -- training --------------------------------------------------------------------------------------
     def train_epoch(self) -> float:
         """One pass over the training split; returns the mean training loss this process saw."""
-        cfg, ctx, data = self.cfg, self.ctx, self.data
+        cfg, ctx = self.cfg, self.ctx
         seed = epoch_seed(self.seed, self.epoch)
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed + 1)                     # entry-dropout seeds are drawn from the global generator
-        batches = global_batches(len(data.train), cfg.batch_size, generator, min_size=ctx.world)
-        if cfg.max_steps_per_epoch is not None:
-            batches = batches[:cfg.max_steps_per_epoch]
+        batches = self._batches(generator)
         self.ddp.train()
         total, count = 0.0, 0
         bar = self.console.bar(batches, desc=f"seed {self.seed} epoch {self.epoch + 1}/{cfg.epochs}",
                                total=len(batches), enabled=cfg.progress and ctx.main)
         for batch in bar:
-            # Every process prepares (augments) the whole global batch, so the generator stays in step with a
-            # one-process run, then keeps its share.
-            x = data.inputs(data.train.x[batch], generator=generator).tensor_split(ctx.world)[ctx.rank]
-            y = data.train.y[batch].tensor_split(ctx.world)[ctx.rank]
-            x, y = x.to(ctx.device), y.to(ctx.device)
+            x, y = self._share(batch, generator)
             _, losses = self.ddp(x, y)
             loss = losses.sum() * (ctx.world / len(batch))
             self.optimizer.zero_grad(set_to_none=True)
@@ -312,6 +299,19 @@ class Run:
             bar.set_postfix_str(f"loss {total / count:.4f}", refresh=False)      # the epoch's running mean
         self.scheduler.step()
         return total / max(count, 1)
+
+    def _batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        """The epoch's global batches (index tensors), at most max_steps_per_epoch of them."""
+        batches = global_batches(len(self.data.train), self.cfg.batch_size, generator, min_size=self.ctx.world)
+        return batches if self.cfg.max_steps_per_epoch is None else batches[:self.cfg.max_steps_per_epoch]
+
+    def _share(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's (x, y) of a global batch, on its device. Every process prepares (augments) the whole
+        batch, so the generator stays in step with a one-process run, then keeps its share."""
+        ctx, data = self.ctx, self.data
+        x = data.inputs(data.train.x[batch], generator=generator).tensor_split(ctx.world)[ctx.rank]
+        y = data.train.y[batch].tensor_split(ctx.world)[ctx.rank]
+        return x.to(ctx.device), y.to(ctx.device)
 
     def fit(self, on_epoch=None) -> dict:
         """Train to cfg.epochs (or early stop), validating each epoch; returns the final metrics of the best

@@ -66,11 +66,10 @@ from torch.func import functional_call
 from ..data import Prepared
 from ..layers import DotClassifier
 from ..models import BACKBONES, FEATURE_MLPS, RegressionMLP, build_backbone, build_feature_mlp
-from .checkpoint import CheckpointError, load_checkpoint, load_scheduler_state, require_entries, scheduler_state
+from .checkpoint import load_scheduler_state, scheduler_state
 from .config import ConfigError, TrainConfig
-from .loop import RUN_KEYS, Run, epoch_seed, global_batches
-from .optim import build_optimizer, build_scheduler, clip_gradients
-from .rundir import check_resume
+from .loop import RUN_KEYS, Run, epoch_seed
+from .optim import build_optimizer, build_scheduler, clip_gradients, refresh_groups, retarget_schedule, scheduled_lr
 
 GEN_KEYS = ("gen_optimizer", "gen_scheduler")
 ENTROPY_EPS = 1e-20          # inside the entropy's log, as the code's: pbar_k is exactly 0 for absent classes
@@ -271,7 +270,7 @@ def build_maxl(cfg: TrainConfig, data: Prepared) -> MaxlModel:
 
 def lookahead_lr(cfg: TrainConfig, epochs_done: int) -> float:
     """alpha of an epoch: maxl_lookahead_lr times lr_decay per milestone passed (the multi-task schedule)."""
-    return cfg.maxl_lookahead_lr * cfg.lr_decay ** sum(1 for m in cfg.lr_milestones if m <= epochs_done)
+    return scheduled_lr(cfg.maxl_lookahead_lr, cfg, epochs_done)
 
 
 def _generator_config(cfg: TrainConfig) -> TrainConfig:
@@ -301,6 +300,8 @@ class MaxlRun(Run):
     docstring). last.pt holds both networks (in "model"), both optimisers and both schedules, so a resume is exact;
     everything else (validation, best model, early stopping, files) is Run's."""
 
+    STATE_KEYS = RUN_KEYS + GEN_KEYS
+
     def _build_training(self) -> None:
         cfg, ctx, model = self.cfg, self.ctx, self.model
         if ctx.world > 1:                         # what DDP does at wrapping: every process starts from rank 0's
@@ -317,53 +318,23 @@ class MaxlRun(Run):
         return {**super()._state(), "gen_optimizer": self.gen_optimizer.state_dict(),
                 "gen_scheduler": scheduler_state(self.gen_scheduler)}
 
-    def _resume(self, path) -> None:
-        """Run._resume, after the generator's optimiser and schedule are loaded (rundir.py refuses a changed psi
-        or generator backbone, and lists the maxl_* settings a resume applies)."""
-        stored, state = load_checkpoint(path, map_location=self.ctx.device)
-        require_entries(path, state, RUN_KEYS + GEN_KEYS)
-        check_resume(stored, self.cfg, path)             # a refused setting is named before any state is loaded
-        try:
-            self.gen_optimizer.load_state_dict(state["gen_optimizer"])
-            load_scheduler_state(self.gen_scheduler, state["gen_scheduler"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{path}: its generator optimiser state does not fit this configuration "
-                                  f"({type(e).__name__}: {e})") from e
-        super()._resume(path)
+    def _load_extra(self, state: dict) -> None:
+        """The generator's optimiser and schedule (rundir.py refuses a changed psi or generator backbone, and
+        lists the maxl_* settings a resume applies)."""
+        self.gen_optimizer.load_state_dict(state["gen_optimizer"])
+        load_scheduler_state(self.gen_scheduler, state["gen_scheduler"])
 
     def _apply_changes(self, changed: set[str]) -> None:
         """Run's changes for the multi-task optimiser; the generator's: its rate (maxl_gen_lr, decayed by the
         schedule at this epoch) and milestones, its weight decay, momentum."""
         super()._apply_changes(changed)
-        cfg, gen = self.cfg, _generator_config(self.cfg)
+        gen = _generator_config(self.cfg)
         if changed & {"lr_milestones", "lr_decay", "maxl_gen_lr"}:
-            sched = self.gen_scheduler
-            sched.base_lrs = [gen.lr] * len(self.gen_optimizer.param_groups)
-            sched.milestones = type(sched.milestones)(cfg.lr_milestones)
-            sched.gamma = cfg.lr_decay
-            lr = gen.lr * cfg.lr_decay ** sum(1 for m in cfg.lr_milestones if m <= sched.last_epoch)
-            for group in self.gen_optimizer.param_groups:
-                group["initial_lr"], group["lr"] = gen.lr, lr
-            sched._last_lr = [lr] * len(self.gen_optimizer.param_groups)
+            retarget_schedule(self.gen_optimizer, self.gen_scheduler, gen.lr, gen)
         if changed & {"momentum", "maxl_gen_weight_decay"}:
-            fresh = build_optimizer(gen, self.model.generator).param_groups
-            for group, new in zip(self.gen_optimizer.param_groups, fresh):
-                for key in ("weight_decay", "momentum", "nesterov"):
-                    if key in group and key in new:
-                        group[key] = new[key]
+            refresh_groups(self.gen_optimizer, gen, self.model.generator)
 
     # -- training -------------------------------------------------------------------------------------------------
-    def _batches(self, generator: torch.Generator) -> list[torch.Tensor]:
-        batches = global_batches(len(self.data.train), self.cfg.batch_size, generator, min_size=self.ctx.world)
-        return batches if self.cfg.max_steps_per_epoch is None else batches[:self.cfg.max_steps_per_epoch]
-
-    def _share(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's share of a global batch (every process prepares the whole batch, as Run does)."""
-        ctx, data = self.ctx, self.data
-        x = data.inputs(data.train.x[batch], generator=generator).tensor_split(ctx.world)[ctx.rank]
-        y = data.train.y[batch].tensor_split(ctx.world)[ctx.rank]
-        return x.to(ctx.device), y.to(ctx.device)
-
     def train_epoch(self) -> float:
         """Pass (a), then pass (b); returns the mean multi-task loss of pass (a) this process saw."""
         cfg, ctx, model = self.cfg, self.ctx, self.model

@@ -1,6 +1,8 @@
 """Optimiser, step-decay schedule and gradient clipping (paper §Implementation details;
-docs/design.md, "Training recipe")."""
+docs/design.md, "Training recipe"), and putting changed settings into a resumed optimiser and schedule."""
 from __future__ import annotations
+
+import collections
 
 import torch
 from torch import nn
@@ -37,6 +39,32 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     """Learning rate times lr_decay at each epoch in lr_milestones (stepped once per epoch)."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_decay)
+
+
+def scheduled_lr(base_lr: float, cfg: TrainConfig, epochs_done: int) -> float:
+    """base_lr decayed by cfg.lr_decay once per milestone passed after `epochs_done` epochs (build_scheduler's)."""
+    return base_lr * cfg.lr_decay ** sum(1 for m in cfg.lr_milestones if m <= epochs_done)
+
+
+def retarget_schedule(optimizer: torch.optim.Optimizer, scheduler, base_lr: float, cfg: TrainConfig) -> None:
+    """A resumed MultiStepLR made as build_scheduler would make it for base_lr and cfg's milestones and decay,
+    its groups at the rate it gives at the epoch reached."""
+    groups = optimizer.param_groups
+    scheduler.base_lrs = [base_lr] * len(groups)
+    scheduler.milestones = collections.Counter(cfg.lr_milestones)
+    scheduler.gamma = cfg.lr_decay
+    lr = scheduled_lr(base_lr, cfg, scheduler.last_epoch)
+    for group in groups:
+        group["initial_lr"], group["lr"] = base_lr, lr
+    scheduler._last_lr = [lr] * len(groups)
+
+
+def refresh_groups(optimizer: torch.optim.Optimizer, cfg: TrainConfig, model: nn.Module) -> None:
+    """A resumed optimiser's weight decay, momentum and Nesterov flag as build_optimizer(cfg, model) sets them."""
+    for group, new in zip(optimizer.param_groups, build_optimizer(cfg, model).param_groups):
+        for key in ("weight_decay", "momentum", "nesterov"):
+            if key in group:
+                group[key] = new[key]
 
 
 def clip_gradients(model: nn.Module, clip: float | None) -> None:
