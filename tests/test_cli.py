@@ -126,7 +126,7 @@ def test_version_comes_from_the_package_metadata(capsys, monkeypatch):
     import importlib.metadata
 
     import mn
-    from mn import cli
+    from mn import _version
 
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
@@ -139,7 +139,7 @@ def test_version_comes_from_the_package_metadata(capsys, monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", not_installed)       # a source checkout, not installed
     tomllib = pytest.importorskip("tomllib")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert cli.package_version() == pyproject["version"]
+    assert _version.package_version() == pyproject["version"]
 
 
 def test_license_is_the_mit_one_pyproject_declares():

@@ -11,8 +11,8 @@ Analysis:        mn.analysis (interpretability helpers; the paper's figures: `mn
 """
 from . import analysis
 from ._validate import set_value_checks
+from ._version import __version__ as __version__  # the installed distribution's version (importlib.metadata)
 from .backends import available_backends, resolve_backend
-from .cli import __version__ as __version__  # the installed distribution's version (importlib.metadata)
 from .functional import adapted_logits, adapted_weights, inner_gradient
 from .generic import MetaNeighborhoods
 from .layers import (

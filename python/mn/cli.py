@@ -21,34 +21,10 @@ import dataclasses
 import json
 import sys
 import typing
-from pathlib import Path
 
+from ._version import __version__
 from .data import DATASETS
 from .training.config import ALL_BACKBONES, CLASSIFIERS, INNER_LRS, METHODS, OPTIMIZERS, SIMILARITIES, TrainConfig
-
-
-def package_version() -> str:
-    """The installed distribution's version (importlib.metadata); in a source checkout that is not installed,
-    the version in the checkout's pyproject.toml; else '0+unknown'."""
-    from importlib import metadata
-    try:
-        return metadata.version("mn")
-    except metadata.PackageNotFoundError:
-        pass
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    try:
-        import re
-        text = pyproject.read_text(encoding="utf-8")
-        if re.search(r'^name\s*=\s*"mn"', text, re.M):
-            found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
-            if found:
-                return found.group(1)
-    except OSError:
-        pass
-    return "0+unknown"
-
-
-__version__ = package_version()
 
 # Flags that are not plain "--name VALUE" settings.
 _SPECIAL = {"resume", "progress", "seeds", "lr_milestones", "weight_decay_grid"}

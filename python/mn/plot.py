@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from .analysis.plotting import new_figure, save_png
+from .training.console import metric_name
 from .training.loop import read_records
 from .training.rundir import grid_choice
 
@@ -55,7 +56,7 @@ def read_run(run_dir) -> dict:
         records = [r for r in read_records(path) if r.get("event") == "epoch" and isinstance(r.get("epoch"), int)]
         if not records:
             continue
-        metric = next((m for m in ("accuracy", "mse") if any(f"val_{m}" in r for r in records)), None)
+        metric = next(filter(None, map(metric_name, records)), None)
         metrics.add(metric)
         series.append({"file": str(path), "epoch": [r["epoch"] for r in records],
                        "train_loss": [r.get("train_loss") for r in records],
@@ -67,7 +68,9 @@ def read_run(run_dir) -> dict:
     if len(metrics) > 1:
         raise PlotError(f"{run_dir} mixes classification and regression runs")
     config = _config(run_dir.resolve())
-    aux = config.get("method") == "mn" and config.get("aux_weight", 0) > 0 and not _tabular(config)
+    # MN's image and feature-MLP heads add an auxiliary loss; MAXL's training loss holds its auxiliary task's.
+    aux = config.get("method") == "maxl" or (config.get("method") == "mn" and config.get("aux_weight", 0) > 0
+                                             and not _tabular(config))
     return {"run_dir": str(run_dir), "metric": metrics.pop() if metrics else None, "aux": aux, "series": series}
 
 

@@ -19,11 +19,11 @@ both folders -- a cell never averages two different configurations.
 from __future__ import annotations
 
 import re
-import statistics
 from pathlib import Path
 
 from .config import ConfigError
 from .loop import read_records
+from .run import mean_std
 from .rundir import grid_choice, stored_config
 
 # The paper's rows (Table 1; Table 2 for regression), in its order.
@@ -214,9 +214,9 @@ def gather(run_dirs) -> dict:
             cell = cells[key]
             values = [r["value"] for r in cell["runs"]]
             if values:
-                std = statistics.stdev(values) if len(values) > 1 else 0.0
-                found.append({**{k: cell[k] for k in ("row", "dataset", "backbone")}, "mean": statistics.fmean(values),
-                              "std": std, "n": len(values), "runs": cell["runs"]})
+                mean, std = mean_std(values)
+                found.append({**{k: cell[k] for k in ("row", "dataset", "backbone")}, "mean": mean, "std": std,
+                              "n": len(values), "runs": cell["runs"]})
         tables.append({"task": task, "metric": METRICS[task], "rows": rows,
                        "columns": [{"dataset": d, "backbone": b} for d, b in columns], "cells": found})
     unfinished = [{"run_dir": run["run_dir"], **u} for run in runs for u in run["unfinished"]]
