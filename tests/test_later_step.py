@@ -11,9 +11,23 @@ from mn_kernels.dropout import seed_mix_tensor
 from helpers import EXACT_FLOAT64, cotangents, make_alpha, make_inputs, shape_id
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-FUSED_LATER = [pytest.param(b, marks=pytest.mark.skipif(mn.available_backends(DEVICE)[b] is not None,
-                                                        reason=f"{b}: {mn.available_backends(DEVICE)[b]}"))
+
+
+def _no_fused_later_step(backend: str, device: str = DEVICE) -> str | None:
+    """Why `backend` has no fused later step on `device` (unavailable, or its later step runs elsewhere: native's
+    is CPU-only), or None."""
+    return mn.available_backends(device)[backend] or BACKENDS[backend].later_rejects(torch.device(device), 4,
+                                                                                      torch.float64)
+
+
+FUSED_LATER = [pytest.param(b, marks=pytest.mark.skipif(_no_fused_later_step(b) is not None,
+                                                        reason=f"{b}: {_no_fused_later_step(b)}"))
                for b in ("triton", "native")]
+# The same backends where they run at all: adapted_logits takes their step 1 and, where a later step is not
+# theirs on this device, runs steps 2..T on `torch`.
+ON_DEVICE = [pytest.param(b, marks=pytest.mark.skipif(mn.available_backends(DEVICE)[b] is not None,
+                                                      reason=f"{b}: {mn.available_backends(DEVICE)[b]}"))
+             for b in ("triton", "native")]
 # B = 1; S = 1, S below a tile and not a multiple of one; C = 2; n = 3; n above 16 and odd.
 ODD_SHAPES = [(1, 1, 2, 3), (1, 7, 2, 3), (3, 37, 5, 3), (2, 19, 3, 17)]
 # Past the kernels' blocks: B past a query block (16) with S two C++ tiles (64) and a rest, C past BLOCK_C; S one
@@ -22,12 +36,12 @@ ODD_SHAPES = [(1, 1, 2, 3), (1, 7, 2, 3), (3, 37, 5, 3), (2, 19, 3, 17)]
 BLOCK_SHAPES = [(17, 130, 20, 9), (33, 65, 3, 70), (150, 70, 3, 5), (20, 129, 40, 4)]
 
 
-def _operands(B, S, C, n, seed=2):
+def _operands(B, S, C, n, seed=2, device=DEVICE):
     """make_inputs' operands with per-example weights phi (B, C, n), values off the simplex (sigma != 1)."""
-    z, keys, values, _, tau = make_inputs(B, S, C, n, seed=seed, device=DEVICE)
+    z, keys, values, _, tau = make_inputs(B, S, C, n, seed=seed, device=device)
     g = torch.Generator().manual_seed(seed + 50)
-    phi = torch.randn(B, C, n, generator=g, dtype=torch.float64).to(DEVICE)
-    values = values * torch.linspace(0.5, 1.5, S, dtype=torch.float64, device=DEVICE)[:, None]
+    phi = torch.randn(B, C, n, generator=g, dtype=torch.float64).to(device)
+    values = values * torch.linspace(0.5, 1.5, S, dtype=torch.float64, device=device)[:, None]
     return [z, keys, values, phi, tau]
 
 
@@ -67,7 +81,7 @@ def test_later_step_custom_ops_pass_opcheck(backend):
 
 @pytest.mark.parametrize("steps", [2, 3])
 @pytest.mark.parametrize("alpha_kind", ["scalar", "feature", "elementwise"])
-@pytest.mark.parametrize("backend", FUSED_LATER)
+@pytest.mark.parametrize("backend", ON_DEVICE)
 def test_adapted_logits_with_later_steps_equal_literal(backend, alpha_kind, steps):
     """T steps end to end: the fused step 1 and fused later steps against the literal form, logits and every
     input gradient (alpha's included), with dropout (one mask for every step)."""
@@ -82,7 +96,7 @@ def test_adapted_logits_with_later_steps_equal_literal(backend, alpha_kind, step
         torch.testing.assert_close(a, b, **EXACT_FLOAT64)
 
 
-@pytest.mark.parametrize("backend", FUSED_LATER)
+@pytest.mark.parametrize("backend", ON_DEVICE)
 def test_adapted_logits_with_later_steps_gradcheck(backend):
     inputs = make_inputs(2, 7, 3, 4, requires_grad=True, seed=6, device=DEVICE)
     alpha = make_alpha("feature", 3, 4).to(DEVICE)
@@ -141,10 +155,10 @@ def test_tau_zero_gives_the_references_finite_gradients(backend):
 def test_native_later_step_dtau_keeps_float32_precision():
     """dtau sums B S C terms: summed serially in float32 per query group it was 7.7e-5 off float64 at this size;
     in double it is 1.7e-6 (the remaining error is the terms' own float32 rounding)."""
-    if mn.available_backends(DEVICE)["native"] is not None:
-        pytest.skip(f"native: {mn.available_backends(DEVICE)['native']}")
-    inputs = _operands(64, 4000, 20, 16)
-    dgrad, dloss = cotangents(64, 20, 16, device=DEVICE)
+    if _no_fused_later_step("native", "cpu") is not None:                 # the native later step is CPU-only
+        pytest.skip(f"native: {_no_fused_later_step('native', 'cpu')}")
+    inputs = _operands(64, 4000, 20, 16, device="cpu")
+    dgrad, dloss = cotangents(64, 20, 16)
     dtau = []
     for dtype in (torch.float32, torch.float64):
         operands = [t.to(dtype).requires_grad_() for t in inputs]
