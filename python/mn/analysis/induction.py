@@ -41,8 +41,7 @@ def representations(model, data, x, *, device, batch_size: int = 512) -> torch.T
 
 
 def _load_pair(checkpoint, baseline, data_dir, device):
-    """Both models with their (coarse) data, the fine-labelled twin of that data, their training seeds (MN,
-    vanilla), and checks that they match."""
+    """Both models with their (coarse) data and their training seeds (MN, vanilla), and checks that they match."""
     mn = load_trained(checkpoint, data_dir=data_dir, device=device)
     vanilla = load_trained(baseline, data_dir=data_dir, device=device)
     for (cfg, *_), path, method in ((mn, checkpoint, "mn"), (vanilla, baseline, "vanilla")):
@@ -59,11 +58,16 @@ def _load_pair(checkpoint, baseline, data_dir, device):
         raise AnalysisError(f"{checkpoint} and {baseline} were trained on different data or splits "
                             f"({cfg.dataset}, split_seed {cfg.split_seed} vs {vanilla[0].dataset}, "
                             f"split_seed {vanilla[0].split_seed})")
+    return cfg, data, mn[2], vanilla[2], (int(mn[3]["seed"]), int(vanilla[3]["seed"]))
+
+
+def _load_fine(cfg, coarse):
+    """The fine-labelled twin of a pair's coarse data (same split), checked to hold the same examples."""
     fine = prepare(load_dataset(FINE_OF[cfg.dataset], cfg.data_dir), val_fraction=cfg.val_fraction,
                    split_seed=cfg.split_seed)
-    if not (torch.equal(fine.train.x, data.train.x) and torch.equal(fine.test.x, data.test.x)):
+    if not (torch.equal(fine.train.x, coarse.train.x) and torch.equal(fine.test.x, coarse.test.x)):
         raise AnalysisError(f"{FINE_OF[cfg.dataset]} does not hold the same examples as {cfg.dataset}")
-    return cfg, data, fine, mn[2], vanilla[2], (int(mn[3]["seed"]), int(vanilla[3]["seed"]))
+    return fine
 
 
 @torch.no_grad()
@@ -97,8 +101,9 @@ def induction(checkpoint, baseline, out_dir, *, k: int = 10, data_dir=None, devi
                             f"and {len(baselines)} vanilla one(s)")
     pairs, first = [], None
     for mn_path, vanilla_path in zip(checkpoints, baselines):
-        cfg, coarse, fine, mn_model, vanilla_model, seeds = _load_pair(mn_path, vanilla_path, data_dir, device)
+        cfg, coarse, mn_model, vanilla_model, seeds = _load_pair(mn_path, vanilla_path, data_dir, device)
         if first is None:
+            fine = _load_fine(cfg, coarse)              # loaded once: every later pair shares the data and split
             first = cfg, coarse, fine
             if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(coarse.train):
                 raise AnalysisError(f"k must be an integer in [1, {len(coarse.train)}] (the training split's size), "
