@@ -302,8 +302,12 @@ def test_cutout_is_black_in_the_normalised_image(monkeypatch):
 def test_prepare_refuses_augment_on_other_inputs():
     with pytest.raises(ValueError, match="augment=True needs uint8 images"):
         prepare(load_dataset("digits"), augment=True)
-    with pytest.raises(ValueError, match="augment=True needs uint8 images"):
+    with pytest.raises(ValueError, match="augment=True needs uint8 images.*; spirals has tabular inputs"):
         prepare(load_dataset("spirals"), augment=True)
+    two = TaskData("two_channels", "classification", "image", Split(images(4, 2, 8, 8), torch.zeros(4).long()),
+                   None, num_outputs=2, augment=True)
+    with pytest.raises(ValueError, match=r"augment=True needs uint8 images.*; two_channels's inputs must have shape"):
+        prepare(two, fold=0, folds=2)
     with pytest.raises(ValueError, match="augment must be None, True or False"):
         prepare(cifar_like(), augment="yes")
     assert not prepare(load_dataset("digits")).augment

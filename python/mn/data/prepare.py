@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import augment_batch, random_crop_flip
+from .augment import _check_images, augment_batch, random_crop_flip
 from .base import DataFormatError, Split, TaskData
 
 __all__ = ["Prepared", "prepare", "kfold_split", "random_crop_flip"]
@@ -109,11 +109,13 @@ def _check_augment(data: TaskData, augment) -> bool:
     on = data.augment if augment is None else augment
     if not on:
         return False
-    x = data.train.x
-    if data.kind != "image" or x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"augment=True needs uint8 images (N, C, H, W) with C = 1 or 3 (the paper's "
-                         f"augmentation of natural images); {data.name} has {data.kind} inputs of dtype {x.dtype} "
-                         f"and shape {tuple(x.shape)}")
+    need = "augment=True needs uint8 images (N, C, H, W) with C = 1 or 3 (the paper's augmentation of natural images)"
+    if data.kind != "image":
+        raise ValueError(f"{need}; {data.name} has {data.kind} inputs")
+    try:
+        _check_images(data.train.x, f"{data.name}'s inputs")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{need}; {e}") from None
     return True
 
 
