@@ -217,7 +217,7 @@ def test_cutout_zeroes_one_clipped_square_per_image():
 def test_pipeline_order_crop_then_autoaugment_then_cutout(monkeypatch):
     # AutoAugment replaced by invert: the crop's black padding turns white (crop ran first), the Cutout
     # square stays black (Cutout ran last)
-    monkeypatch.setattr(augment, "auto_augment", lambda x, generator: 255 - x)
+    monkeypatch.setattr(augment, "_auto_augment", lambda x, generator: 255 - x)
     out = augment_batch(torch.full((16, 3, 32, 32), 100, dtype=torch.uint8), gen())
     assert set(out.unique().tolist()) == {0, 155, 255}
     assert bool(((out == 0).flatten(1).sum(1) > 0).all())
@@ -289,7 +289,7 @@ def test_training_path_augments_and_evaluation_path_only_normalises():
 def test_cutout_is_black_in_the_normalised_image(monkeypatch):
     # as theirs, Cutout sets uint8 pixels to 0 before the scaling: (0 - mean) / std per channel after ours
     monkeypatch.setattr(augment, "random_crop_flip", lambda x, generator: x)
-    monkeypatch.setattr(augment, "auto_augment", lambda x, generator: x)
+    monkeypatch.setattr(augment, "_auto_augment", lambda x, generator: x)
     p = prepare(cifar_like(), val_fraction=0)
     x = torch.full((4, 3, 32, 32), 200, dtype=torch.uint8)
     out = p.inputs(x, generator=gen())

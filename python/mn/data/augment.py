@@ -189,6 +189,11 @@ def auto_augment(x: torch.Tensor, generator: torch.Generator, policy=CIFAR10_POL
     image from `generator` (sub-policy, two coins, two signs) whatever fires."""
     _check_images(x)
     _check_generator(generator)
+    return _auto_augment(x, generator, policy)
+
+
+def _auto_augment(x: torch.Tensor, generator: torch.Generator, policy=CIFAR10_POLICY) -> torch.Tensor:
+    """`auto_augment` on arguments already checked (`augment_batch` checks its batch once)."""
     B, C = x.shape[:2]
     which = torch.randint(0, len(policy), (B,), generator=generator).tolist()
     coins = torch.rand(B, 2, generator=generator, dtype=torch.float64).tolist()
@@ -229,5 +234,5 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     _check_images(x)
     _check_generator(generator)
     x = random_crop_flip(x, generator)
-    x = auto_augment(x, generator)
+    x = _auto_augment(x, generator)
     return cutout(x, generator)
