@@ -311,8 +311,3 @@ def test_prepare_refuses_augment_on_other_inputs():
     with pytest.raises(ValueError, match="augment must be None, True or False"):
         prepare(cifar_like(), augment="yes")
     assert not prepare(load_dataset("digits")).augment
-
-
-def test_random_crop_flip_is_still_importable_from_prepare():
-    from mn.data.prepare import random_crop_flip as again
-    assert again is augment.random_crop_flip

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mn.data import kfold_split, load_dataset, prepare
-from mn.data.prepare import random_crop_flip
+from mn.data.augment import random_crop_flip
 
 
 def test_digits_split_and_per_channel_normalisation():

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import _check_images, augment_batch, random_crop_flip
+from .augment import _check_images, augment_batch
 from .base import DataFormatError, Split, TaskData
 
-__all__ = ["Prepared", "prepare", "kfold_split", "random_crop_flip"]
+__all__ = ["Prepared", "prepare", "kfold_split"]
 
 
 @dataclass
