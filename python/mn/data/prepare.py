@@ -78,14 +78,16 @@ def _check_rows(data: TaskData, n: int, folds: int, val_fraction: float) -> None
         train = rows - math.ceil(rows / folds)
         return train - (max(1, round(val_fraction * train)) if val_fraction > 0 else 0)
 
-    need = next(rows for rows in range(folds, folds + 10**6) if left(rows) >= 2)
+    def need() -> int:               # the fewest rows that pass, for the error messages only
+        return next(rows for rows in range(folds, folds + 10**6) if left(rows) >= 2)
+
     if n < folds:
         raise DataFormatError(f"{_where(data)}: {n} row(s) is fewer than the {folds} cross-validation folds; it "
-                              f"needs at least {need} rows (or pass a smaller --folds, at least 2)")
+                              f"needs at least {need()} rows (or pass a smaller --folds, at least 2)")
     if left(n) < 2:
         raise DataFormatError(f"{_where(data)}: {n} rows leave {max(left(n), 0)} training row(s) in a fold after "
                               f"its test rows and the validation share ({val_fraction}); it needs at least 2, i.e. "
-                              f"{need} rows: use more rows, fewer --folds or a smaller --val-fraction")
+                              f"{need()} rows: use more rows, fewer --folds or a smaller --val-fraction")
 
 
 def kfold_split(n: int, fold: int, folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
