@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mn.data import DataFormatError, Split, TaskData, load_dataset, prepare
-from mn.data.mnist5k import MNIST5K_SIZES, mnist5k_path, read_mnist5k, stratified_split
+from mn.data.mnist5k import MNIST5K_SIZES, mnist5k_path, read_mnist5k, stratified_split_by_proportion
 from mn.models import INPUT_SIZES, build_backbone
 from mn.training import make_config, train
 from mn.training.methods import MNImageClassifier, Vanilla, build_model
@@ -96,11 +96,11 @@ def test_malformed_files_name_the_file(tmp_path):
 
 def test_stratified_split_sizes():
     y = np.repeat(np.arange(10), 500)
-    parts = stratified_split(y, MNIST5K_SIZES, seed=0)
+    parts = stratified_split_by_proportion(y, MNIST5K_SIZES, seed=0)
     assert [len(p) for p in parts] == list(MNIST5K_SIZES)
     assert sorted(np.concatenate(parts).tolist()) == list(range(5000))
     assert all((np.bincount(y[p]) == len(p) // 10).all() for p in parts)
-    again = stratified_split(y, MNIST5K_SIZES, seed=0)
+    again = stratified_split_by_proportion(y, MNIST5K_SIZES, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
 
 

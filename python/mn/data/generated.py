@@ -26,8 +26,8 @@ HIERARCHY_COARSE, HIERARCHY_FINE_PER_COARSE = 8, 4
 HIERARCHY_SIGNAL_DIMS, HIERARCHY_NOISE_DIMS = 8, 32
 
 
-def stratified_split(y: np.ndarray, sizes: tuple[int, int, int], seed: int) -> tuple[np.ndarray, ...]:
-    """Index arrays (train, val, test) of the given sizes, each stratified by y, from a fixed seed."""
+def stratified_split_by_count(y: np.ndarray, sizes: tuple[int, int, int], seed: int) -> tuple[np.ndarray, ...]:
+    """Index arrays (train, val, test) of exactly `sizes` examples (counts), each stratified by y, from a fixed seed."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(y))
@@ -49,7 +49,7 @@ def load_mixture() -> TaskData:
     x, y = make_classification(n_samples=sum(SPLIT_SIZES), n_features=20, n_informative=10, n_redundant=4,
                                n_classes=MIXTURE_CLASSES, n_clusters_per_class=4, class_sep=1.5, flip_y=0.0,
                                random_state=0)
-    return _task("mixture", x, y, MIXTURE_CLASSES, stratified_split(y, SPLIT_SIZES, seed=0))
+    return _task("mixture", x, y, MIXTURE_CLASSES, stratified_split_by_count(y, SPLIT_SIZES, seed=0))
 
 
 def make_hierarchy(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,7 +74,7 @@ def load_hierarchy(*, coarse: bool = False) -> TaskData:
     """The hierarchy set (module docstring): x (N, 40), 32 fine classes, or with coarse=True
     ("hierarchy_coarse") the same examples and splits labelled by their 8 coarse classes."""
     x, fine, _ = make_hierarchy()
-    parts = stratified_split(fine, SPLIT_SIZES, seed=0)
+    parts = stratified_split_by_count(fine, SPLIT_SIZES, seed=0)
     if coarse:
         return _task("hierarchy_coarse", x, fine // HIERARCHY_FINE_PER_COARSE, HIERARCHY_COARSE, parts)
     return _task("hierarchy", x, fine, HIERARCHY_COARSE * HIERARCHY_FINE_PER_COARSE, parts)

@@ -55,7 +55,7 @@ def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64)
 
 
-def stratified_split(y: np.ndarray, sizes: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
+def stratified_split_by_proportion(y: np.ndarray, sizes: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
     """Index arrays, one per share of `sizes` (proportions of len(y)), each holding that share of every class:
     each class's indices are shuffled (numpy Generator, `seed`) and cut at the rounded cumulative proportions.
     Exact sizes where every class count times every share is whole (mnist5k: 350 / 50 / 100 per digit)."""
@@ -80,6 +80,6 @@ def load_mnist5k() -> TaskData:
         raise DataFormatError(f"{path}: expected about 500 images of every digit (the split needs at least 10), got "
                               f"{counts.tolist()}")
     x, y = torch.from_numpy(images)[:, None], torch.from_numpy(labels)
-    train, val, test = (torch.as_tensor(i) for i in stratified_split(labels, MNIST5K_SIZES, seed=0))
+    train, val, test = (torch.as_tensor(i) for i in stratified_split_by_proportion(labels, MNIST5K_SIZES, seed=0))
     return TaskData("mnist5k", "classification", "image", Split(x[train], y[train]), Split(x[test], y[test]),
                     num_outputs=10, val=Split(x[val], y[val]), source=path)
