@@ -194,6 +194,7 @@ py_step "training step" "${T_TRAIN:-30}" "$OUT/gpu-bench.md" \
 # shape would cost more than the tests. Parallel workers (pytest-xdist) where installed: compiling dominates.
 TESTS=(tests/test_fused.py tests/test_precision.py tests/test_triton.py tests/test_native.py
   tests/test_kernels_inner_gradient.py tests/test_later_step.py tests/test_autocast.py tests/test_host_sync.py
+  tests/test_double_backward.py tests/test_kernel_reruns.py
   tests/test_analysis_figures.py::test_figures_on_cuda_agree_with_cpu)
 echo "# GPU tests: pytest ${TESTS[*]} (MN_AUTOTUNE=0)" > "$OUT/gpu-tests.txt"
 if ((GPU)); then

@@ -12,6 +12,7 @@ import mn
 from helpers import make_inputs
 
 BACKENDS = ["autograd", "torch", "native", "triton"]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class HostReads(TorchDispatchMode):
@@ -39,12 +40,13 @@ def checks_off():
 @pytest.mark.parametrize("inner_steps", [1, 2])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_head_training_step_reads_nothing_back(backend, inner_steps, checks_off):
-    if mn.available_backends("cpu")[backend] is not None:
-        pytest.skip(f"{backend}: {mn.available_backends('cpu')[backend]}")
+    if mn.available_backends(DEVICE)[backend] is not None:
+        pytest.skip(f"{backend}: {mn.available_backends(DEVICE)[backend]}")
     torch.manual_seed(0)
     head = mn.MetaNeighborhoodsHead(8, 3, num_entries=20, backend=backend, entry_dropout=0.5, inner_lr="feature",
-                                    inner_steps=inner_steps)
-    z, y = torch.randn(4, 8, requires_grad=True), torch.tensor([0, 1, 2, 0])
+                                    inner_steps=inner_steps).to(DEVICE)
+    z = torch.randn(4, 8, device=DEVICE, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0], device=DEVICE)
     with HostReads() as meter:
         F.cross_entropy(head(z), y).backward()
     assert meter.reads == [], f"{backend}: {meter.reads}"

@@ -12,19 +12,21 @@ from mn.memory_accounting import KernelsSkipped
 from helpers import make_alpha, make_inputs
 
 pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class RunTwice:
     """kernel[grid](*args) runs the kernel, restores its `in_place` arguments, and runs it again."""
 
-    def __init__(self, tuner):
-        self.tuner = tuner
+    def __init__(self, tuner, name: str, launched: set):
+        self.tuner, self.name, self.launched = tuner, name, launched
 
     def __getattr__(self, name):                    # configs, gpu_configs: the launchers size grids from them
         return getattr(self.tuner, name)
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
+            self.launched.add(self.name)
             named = dict(zip(self.tuner.arg_names, args), **kwargs)
             saved = {name: named[name].clone() for name in self.tuner.in_place}
             self.tuner[grid](*args, **kwargs)
@@ -35,11 +37,12 @@ class RunTwice:
 
 
 def _outputs(inner_steps):
-    z, keys, values, weight, tau = make_inputs(5, 70, 3, 6, seed=3, requires_grad=True)
-    alpha = make_alpha("feature", 3, 6)
+    z, keys, values, weight, tau = make_inputs(5, 70, 3, 6, seed=3, requires_grad=True, device=DEVICE)
+    alpha = make_alpha("feature", 3, 6).to(DEVICE)
     logits = mn.adapted_logits(z, keys, values, weight, tau, alpha, gamma=5.0, inner_steps=inner_steps,
                                backend="triton")
-    grads = torch.autograd.grad((logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum(),
+    weights = torch.linspace(-1, 1, logits.numel(), dtype=logits.dtype, device=DEVICE).view_as(logits)
+    grads = torch.autograd.grad((logits * weights).sum(),
                                 (z, keys, values, weight, tau, alpha))
     return [logits.detach(), *grads]
 
@@ -47,13 +50,18 @@ def _outputs(inner_steps):
 @pytest.mark.parametrize("inner_steps", [1, 3])
 def test_every_autotuned_kernel_survives_the_tuners_reruns(monkeypatch, inner_steps):
     import importlib
+    if mn.available_backends(DEVICE)["triton"] is not None:
+        pytest.skip(f"triton: {mn.available_backends(DEVICE)['triton']}")
     once = _outputs(inner_steps)
+    launched = set()
     for module_name, kernels in KernelsSkipped.KERNELS:
         module = importlib.import_module(module_name)
         for name in kernels:
             kernel = getattr(module, name)
             if hasattr(kernel, "in_place"):                   # an autotuned kernel
-                monkeypatch.setattr(module, name, RunTwice(kernel))
+                monkeypatch.setattr(module, name, RunTwice(kernel, f"{module_name}.{name}", launched))
     twice = _outputs(inner_steps)
+    # Step 1's lse, forward and backward kernels and its per-entry pair; the later steps' five kernels too.
+    assert len(launched) == (5 if inner_steps == 1 else 10), sorted(launched)
     for a, b in zip(once, twice, strict=True):
         assert torch.equal(a, b)

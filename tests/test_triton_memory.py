@@ -43,5 +43,4 @@ def test_later_step_memory_stays_within_its_budget():
     budget = one_step + 4 * bs + 12 * unit
     with KernelsSkipped():
         peak, where = step_peak_mib(lambda *a, **kw: mn.adapted_logits(*a, inner_steps=3, **kw), "triton", B, S, C, n)
-    assert peak <= budget, f"{peak:.1f} MiB (peak after {where}) > {budget:.1f} MiB"
-    assert peak < B * S * C * mib, "a B x S x C array would alone exceed this"
+    assert peak <= budget, f"{peak:.1f} MiB (peak after {where}) > {budget:.1f} MiB"     # < one B x S x C array
