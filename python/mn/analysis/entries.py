@@ -10,7 +10,7 @@ import torch
 
 from ..training import load_trained
 from .interpret import entry_classes
-from .plotting import new_figure, save_json, save_png, show_image
+from .plotting import new_figure, outline_legend, save_json, save_png, show_image
 from .trained import AnalysisError, embed, mn_layer, similarity
 
 MAX_SHOWN = 12    # entries in the figure (the paper shows 12)
@@ -95,15 +95,6 @@ def _plot(record: dict, data, path: Path) -> None:
                  f"the entry's class)", fontsize=10)
     outline_legend(fig, "of the entry's class (its value's argmax)", "of another class", ncols=1)
     save_png(fig, path)
-
-
-def outline_legend(fig, same: str, other: str, ncols: int = 2) -> None:
-    """Below the grid: what green and red (outlines of images, dots of tabular samples) mean."""
-    from matplotlib.patches import Patch
-
-    handles = [Patch(facecolor="none", edgecolor="tab:green", linewidth=3, label=f"green: {same}"),
-               Patch(facecolor="none", edgecolor="tab:red", linewidth=3, label=f"red: {other}")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
 
 
 def _show_point(ax, data, i: int, edge: str) -> None:

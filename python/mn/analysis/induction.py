@@ -17,10 +17,9 @@ from ..data import FINE_OF, load_dataset, prepare
 from ..layers import MetaNeighborhoodsHead
 from ..training import load_trained
 from ..training.methods import MNImageClassifier
-from .entries import outline_legend
 from .interpret import attention_vectors
 from .knn import knn_neighbours, knn_predict
-from .plotting import new_figure, save_json, save_png, show_image
+from .plotting import new_figure, outline_legend, save_json, save_png, show_image
 from .stats import paired_difference, summary
 from .trained import AnalysisError, embed, mn_layer
 

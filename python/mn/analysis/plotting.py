@@ -1,5 +1,6 @@
 """Figure plumbing shared by the analyses: matplotlib without pyplot (no global state, no display), PNG and
-GIF writing, the JSON next to each figure, and images of a data set's stored inputs."""
+GIF writing, the JSON next to each figure, images of a data set's stored inputs and the legend of their green /
+red outlines."""
 from __future__ import annotations
 
 import json
@@ -91,3 +92,12 @@ def show_image(ax, x: torch.Tensor, *, edge: str | None = None) -> None:
         if edge is not None:
             spine.set_edgecolor(edge)
             spine.set_linewidth(3)
+
+
+def outline_legend(fig, same: str, other: str, ncols: int = 2) -> None:
+    """Below the grid: what green and red (outlines of images, dots of tabular samples) mean."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="none", edgecolor="tab:green", linewidth=3, label=f"green: {same}"),
+               Patch(facecolor="none", edgecolor="tab:red", linewidth=3, label=f"red: {other}")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
