@@ -33,6 +33,7 @@ import time
 
 os.environ.setdefault("MN_AUTOTUNE", "0")    # capture with each kernel's first candidate, nothing benchmarked
 import kernel_launches as kl
+import report
 import torch
 
 
@@ -204,7 +205,7 @@ def build_all(launches_by_dtype, rows) -> dict:
         except PatchError as exc:
             built[kernel, variant[0]] = f"patch did not apply: {exc}"
         except Exception as exc:                              # noqa: BLE001 (a broken variant is a result)
-            built[kernel, variant[0]] = f"variant does not build: {kl.short_error(exc)}"
+            built[kernel, variant[0]] = f"variant does not build: {report.short_error(exc)}"
     return built
 
 
@@ -229,7 +230,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", nargs="+", choices=sorted(kl.DTYPES), default=["float32", "bfloat16"])
     parser.add_argument("--kernels", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", help="also write the table to this file")
-    parser.add_argument("--budget-s", type=float, default=kl.default_budget(),
+    parser.add_argument("--budget-s", type=float, default=report.default_budget(),
                         help="stop starting measurements after this many seconds (default: $MN_BENCH_BUDGET_S)")
     parser.add_argument("--precompile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -238,10 +239,10 @@ def main(argv=None) -> None:
     if args.precompile:
         precompile_child(args)
         return
-    budget = kl.Budget(args.budget_s)
-    emit = kl.Sink(args.out)
+    budget = report.Budget(args.budget_s)
+    emit = report.Sink(args.out)
     emit(f"# Ablation of the Triton kernels at B,S,C,n = {args.config}")
-    emit(kl.device_line())
+    emit(report.device_line())
     emit(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python bench/ablate_gpu.py "
          f"{' '.join(argv)}")
     emit("- each kernel variant launched alone with one head step's real arguments and the kernel's first GPU "
@@ -280,7 +281,7 @@ def main(argv=None) -> None:
                          f"{regs} | {spills} | |")
                 except Exception as exc:                      # noqa: BLE001
                     emit(f"| {kernel} | {label} | production | mn_kernels' own jitted kernel | failed | | | | | "
-                         f"{kl.short_error(exc)} |")
+                         f"{report.short_error(exc)} |")
             fn = built[kernel, name]
             if isinstance(fn, str):
                 emit(f"| {kernel} | {label} | {name} | {what} | - | | | | | {fn.replace('|', '/')} |")
@@ -290,7 +291,7 @@ def main(argv=None) -> None:
                 kl.synchronize()
                 ms = kl.time_ms(lambda launch=launch, config=config, fn=fn: launch.run(config, fn=fn))
             except Exception as exc:                          # noqa: BLE001 (a failed variant is a result)
-                emit(f"| {kernel} | {label} | {name} | {what} | failed | | | | | {kl.short_error(exc)} |")
+                emit(f"| {kernel} | {label} | {name} | {what} | failed | | | | | {report.short_error(exc)} |")
                 continue
             if variant is BASE:
                 base[kernel, dtype] = ms

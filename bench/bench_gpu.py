@@ -26,9 +26,7 @@ bench/gpu_check.sh is checked before it spends GPU time.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import time
 
@@ -41,6 +39,7 @@ import torch.nn.functional as F
 import triton
 import triton.testing
 from plain_closed_form import plain_adapted_logits
+from report import Budget, Sink, add_budget_arg, device_line, short_error, utc_stamp
 
 import mn
 
@@ -175,7 +174,7 @@ def measure(cfg, backend, dtype, inner_steps=1, value_checks=True):
     except torch.cuda.OutOfMemoryError:
         return {"error": "OOM"}
     except Exception as exc:                                     # noqa: BLE001 (one failed row, not the table)
-        return {"error": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"}
+        return {"error": f"failed: {short_error(exc, 120)}"}
     finally:
         mn.set_value_checks(checks_before)
         if DEVICE == "cuda":
@@ -213,22 +212,18 @@ def main(argv=None):
     parser.add_argument("--impls", nargs="*", help="labels to run besides the references (default: all)")
     parser.add_argument("--out", help="also write the table to this file")
     parser.add_argument("--steps3", action="store_true", help="add three-inner-step rows for the first config")
-    budget_env = os.environ.get("MN_BENCH_BUDGET_S")
-    parser.add_argument("--budget-s", type=float, default=float(budget_env) if budget_env else None,
-                        help="start no measurement after this many seconds (default: $MN_BENCH_BUDGET_S)")
+    add_budget_arg(parser)
     args = parser.parse_args(argv)
-    start = time.monotonic()
+    budget = Budget(args.budget_s)
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     status = mn.available_backends(DEVICE)
     skipped = {label: status.get(backend, "not registered") for label, backend, _ in [LITERAL, *IMPLS]
                if status.get(backend, "not registered") is not None}
     impls = [i for i in IMPLS if (not args.impls or i[0] in args.impls) and i[0] not in skipped]
     torch.set_float32_matmul_precision("high")     # TF32 for fp32 matmuls and fp32 tl.dot
-    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU, Triton interpreter (dry run)"
-    lines = [f"# Head step, fused vs references: {device_name}",
-             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-             f"- torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, "
-             f"python {platform.python_version()}",
+    lines = ["# Head step, fused vs references",
+             device_line(),
+             f"- date: {utc_stamp()}",
              f"- median ms (triton.testing.do_bench; calls over {SLOW_MS:.0f} ms: median of 3 timed calls); "
              "step = adapted logits + CE + backward; gamma 5, one inner step",
              "- references in this run: `plain closed form` (bench/plain_closed_form.py: S x (C n) GEMM, autograd; "
@@ -242,20 +237,9 @@ def main(argv=None):
              "",
              "| B,S,C,n | impl | fwd ms | bwd ms | step ms | vs plain | vs literal | of gemm | peak MiB | TFLOP/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    sink = open(args.out, "w") if args.out else None
-
-    def emit(line):                       # row by row: a run cut short still leaves its finished rows
-        print(line, flush=True)
-        if sink:
-            sink.write(line + "\n")
-            sink.flush()
-
+    emit = Sink(args.out)                     # row by row: a run cut short still leaves its finished rows
     for line in lines:
         emit(line)
-
-    def spent() -> bool:
-        return args.budget_s is not None and time.monotonic() - start > args.budget_s
-
     header = lines[-2:]
     state = {"header": False}                 # the table's header is due again (after the value check)
 
@@ -300,7 +284,7 @@ def main(argv=None):
                          if status.get(backend, "not registered") is None]
         refs = {}
         for label, backend, dtype, steps, checks in plan:
-            if spent():
+            if budget.spent():
                 not_measured.append(f"{','.join(map(str, cfg))} {label}")
                 continue
             if label == "value check":
@@ -314,9 +298,8 @@ def main(argv=None):
         emit("")
         emit(f"- not measured (time budget of {args.budget_s:.0f} s spent): " + "; ".join(not_measured))
     emit("")
-    emit(f"- took {time.monotonic() - start:.0f} s")
-    if sink:
-        sink.close()
+    emit(f"- took {budget.elapsed():.0f} s")
+    emit.close()
 
 
 def emit_value_check(emit, cfg, errors: dict) -> None:

@@ -29,6 +29,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 import kernel_launches as kl
+import report
 import torch.nn.functional as F
 
 import mn
@@ -85,9 +86,9 @@ def main(argv=None) -> None:
     torch.set_float32_matmul_precision("high")
     mn.set_value_checks(False)                  # the checks read values back by design: no graph with them
     start = time.monotonic()
-    emit = kl.Sink(args.out)
+    emit = report.Sink(args.out)
     emit(f"# Head step: CUDA graph replay vs eager at B,S,C,n = {args.config}")
-    emit(kl.device_line())
+    emit(report.device_line())
     emit(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python bench/graph_step.py "
          f"{args.config and '--config ' + args.config}")
     emit("- MetaNeighborhoodsHead on triton, value checks off, no entry dropout; step = head(z) + CE + backward "
@@ -102,7 +103,7 @@ def main(argv=None) -> None:
             eager = eager_ms(head, z, y)
             cells.append(f"{eager:.3f}")
         except Exception as exc:                                 # noqa: BLE001 (a failed row is a result)
-            emit(f"| {kl.LABEL[dtype]} | failed: {kl.short_error(exc)} | | | |")
+            emit(f"| {kl.LABEL[dtype]} | failed: {report.short_error(exc)} | | | |")
             continue
         graph = None
         for how in (graphed_callables_ms, whole_graph_ms):
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
                 cells.append(f"{ms:.3f}")
                 graph = ms if graph is None else min(graph, ms)
             except Exception as exc:                             # noqa: BLE001
-                cells.append(f"failed: {kl.short_error(exc, 120)}")
+                cells.append(f"failed: {report.short_error(exc, 120)}")
         share = f"{100 * (1 - graph / eager):.0f}%" if graph is not None else "-"
         emit(f"| {kl.LABEL[dtype]} | " + " | ".join(cells) + f" | {share} |")
     emit("")

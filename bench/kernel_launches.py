@@ -168,11 +168,6 @@ def resources(compiled) -> tuple:
             "n/a" if shared is None else f"{shared / 1024:.1f}")
 
 
-def short_error(exc: BaseException, limit: int = 160) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ").replace("|", "/")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def precompile(jobs, workers: int | None = None, deadline: float | None = None) -> tuple[int, int]:
     """Compiles ahead, in threads: each job is a callable that launches with warmup=True (compile only, into
     Triton's on-disk cache, so the timed launches that follow find their binary there). Triton's compiler
@@ -198,57 +193,6 @@ def precompile(jobs, workers: int | None = None, deadline: float | None = None) 
     finally:
         pool.shutdown(wait=False, cancel_futures=True)        # past the deadline: leave running compiles behind
     return done, failed
-
-
-class Budget:
-    """Wall-clock budget of a script: `left()` seconds remain; the scripts stop starting work past it, so
-    that they end on their own before the shell's hard time limit."""
-
-    def __init__(self, seconds: float | None):
-        self.seconds = seconds
-        self.start = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def left(self) -> float:
-        return float("inf") if self.seconds is None else self.seconds - self.elapsed()
-
-    def spent(self, reserve: float = 0.0) -> bool:
-        return self.left() <= reserve
-
-
-def default_budget() -> float | None:
-    """The budget gpu_check.sh hands a step (MN_BENCH_BUDGET_S), else none."""
-    value = os.environ.get("MN_BENCH_BUDGET_S")
-    return float(value) if value else None
-
-
-class Sink:
-    """Markdown written line by line and flushed, so that a run cut short keeps every finished line."""
-
-    def __init__(self, path: str | None, mode: str = "w", echo: bool = True):
-        self.file = open(path, mode) if path else None
-        self.echo = echo
-
-    def __call__(self, line: str = "") -> None:
-        if self.echo:
-            print(line, flush=True)
-        if self.file:
-            self.file.write(line + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-
-
-def device_line() -> str:
-    import platform
-    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU, Triton interpreter (dry run: tiny config, " \
-        "times meaningless)"
-    return (f"- device: {name}; torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, "
-            f"python {platform.python_version()}")
 
 
 def main(argv=None) -> None:

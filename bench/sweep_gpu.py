@@ -26,6 +26,7 @@ import time
 
 os.environ.setdefault("MN_AUTOTUNE", "0")    # capture with each kernel's first candidate, nothing benchmarked
 import kernel_launches as kl
+import report
 import torch
 import triton
 
@@ -89,7 +90,7 @@ def measure(launch, config, reference):
         ms = kl.time_ms(lambda: launch.run(config))
         return {"ms": ms, "resources": kl.resources(compiled), "diff": diff, "snapshot": snapshot}
     except Exception as exc:                                   # noqa: BLE001 (a failed config is a result)
-        return {"error": kl.short_error(exc)}
+        return {"error": report.short_error(exc)}
 
 
 def precompile_child(args) -> None:
@@ -117,7 +118,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", nargs="+", choices=sorted(kl.DTYPES), default=["float32", "bfloat16"])
     parser.add_argument("--extra", type=int, default=64, help="at most this many configs beyond the candidates")
     parser.add_argument("--out", help="also write the tables to this file")
-    parser.add_argument("--budget-s", type=float, default=kl.default_budget(),
+    parser.add_argument("--budget-s", type=float, default=report.default_budget(),
                         help="stop starting measurements after this many seconds (default: $MN_BENCH_BUDGET_S)")
     parser.add_argument("--precompile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -126,10 +127,10 @@ def main(argv=None) -> None:
     if args.precompile:
         precompile_child(args)
         return
-    budget = kl.Budget(args.budget_s)
-    emit = kl.Sink(args.out)
+    budget = report.Budget(args.budget_s)
+    emit = report.Sink(args.out)
     emit(f"# Autotune sweep of the Triton kernels at B,S,C,n = {args.config}")
-    emit(kl.device_line())
+    emit(report.device_line())
     emit(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python bench/sweep_gpu.py "
          f"{' '.join(argv)}")
     emit("- each kernel launched alone with one head step's real arguments (fp32 inputs: TF32 dots; bf16: bf16 "

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import Budget, Sink, add_budget_arg, device_line, utc_stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 CELLS = ROOT / "configs" / "table1"
@@ -87,18 +88,15 @@ def measure(cell: str, *, steps: int, batch: int | None, device: torch.device) -
             "run_steps": run_steps, "hours": run_steps * step_s / 3600}
 
 
-def header(device: torch.device, steps: int, batch: int | None) -> str:
-    import triton
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return "\n".join([
+def header(steps: int, batch: int | None) -> list[str]:
+    return [
         "", "## Training steps with a backbone: the cost of a Table 1 run (bench/train_step.py)", "",
-        f"{name}; torch {torch.__version__}, triton {triton.__version__}; {date}."
-        f" Median of 3 epochs of {steps} steps after a warm-up epoch; synthetic images of each set's shape."
-        + (f" Batch overridden to {batch}: not a run's cost." if batch is not None else ""), "",
+        device_line(cpu=f"CPU ({os.cpu_count()} cores)"),
+        f"- date: {utc_stamp()}",
+        f"- median of 3 epochs of {steps} steps after a warm-up epoch; synthetic images of each set's shape"
+        + (f". Batch overridden to {batch}: not a run's cost." if batch is not None else ""), "",
         "| cell | batch | step ms | inputs ms (host) | steps per run | hours per run on this device |",
-        "| --- | --- | --- | --- | --- | --- |"])
+        "| --- | --- | --- | --- | --- | --- |"]
 
 
 def main(argv=None) -> None:
@@ -108,6 +106,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per timed epoch (default 3)")
     parser.add_argument("--batch", type=int, default=None, help="override the batch (smoke runs; not a cost)")
     parser.add_argument("--out", required=True, help="Markdown file the table is appended to")
+    add_budget_arg(parser)
     args = parser.parse_args(argv)
     every = sorted(p.stem for p in CELLS.glob("*.json"))
     cells = args.cells or PRIORITY + [c for c in every if c not in PRIORITY]
@@ -117,20 +116,22 @@ def main(argv=None) -> None:
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    deadline = time.monotonic() + float(os.environ.get("MN_BENCH_BUDGET_S", "inf"))
-    out = Path(args.out)
-    with out.open("a") as f:
-        f.write(header(device, args.steps, args.batch) + "\n")
-        f.flush()
+    budget = Budget(args.budget_s)
+    emit = Sink(args.out, mode="a", echo=False)         # the table to the file; the console gets one line a cell
+    try:
+        for line in header(args.steps, args.batch):
+            emit(line)
         for cell in cells:
-            if time.monotonic() > deadline:
-                f.write(f"\nstopped before {cell}: the step's time budget is spent\n")
+            if budget.spent():
+                emit("")
+                emit(f"stopped before {cell}: the step's time budget is spent")
                 break
             r = measure(cell, steps=args.steps, batch=args.batch, device=device)
-            f.write(f"| {cell} | {r['batch']} | {r['step_ms']:.1f} | {r['inputs_ms']:.1f} | {r['run_steps']:,} | "
-                    f"{r['hours']:.2f} |\n")
-            f.flush()
+            emit(f"| {cell} | {r['batch']} | {r['step_ms']:.1f} | {r['inputs_ms']:.1f} | {r['run_steps']:,} | "
+                 f"{r['hours']:.2f} |")
             print(f"{cell}: {r['step_ms']:.1f} ms per step, {r['hours']:.2f} h per run", flush=True)
+    finally:
+        emit.close()
 
 
 if __name__ == "__main__":
