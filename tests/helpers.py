@@ -71,6 +71,23 @@ def outputs_and_grads(inputs, backend, cot, **kw):
     return [grad, loss, *dins]
 
 
+def assert_same_state(a, b, path="state"):
+    """Two checkpoint states equal to the bit, recursively: tensors, dicts (same keys), lists, plain values.
+    For one training path run twice (straight and resumed), never for two different code paths."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same_state(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b)):
+            assert_same_state(u, v, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
 def scaled_error(a, b):
     """max |a - b| relative to max |b|: one number per output, robust to entries near zero."""
     return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()

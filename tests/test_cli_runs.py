@@ -5,12 +5,13 @@ import json
 import re
 
 import pytest
-import torch
 
 from mn.cli import main
 from mn.training import load_checkpoint
 from mn.training.config import TrainConfig
 from mn.training.rundir import default_out_dir
+
+from helpers import assert_same_state
 
 QUICK = ["--dataset", "spirals", "--epochs", "2", "--max-steps-per-epoch", "2", "--no-progress"]
 REQUIRED = {"dataset", "method", "backbone", "lr", "weight_decay", "epochs", "batch_size", "num_entries", "gamma",
@@ -111,7 +112,8 @@ def test_resume_continues_the_run_that_is_there_exactly(tmp_path, capsys):
         _records(tmp_path / "straight" / "seed0" / "metrics.jsonl")
     _, a = load_checkpoint(tmp_path / "straight" / "seed0" / "last.pt")
     _, b = load_checkpoint(tmp_path / "split" / "seed0" / "last.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for key in ("model", "optimizer", "scheduler", "best_model"):
+        assert_same_state(a[key], b[key], key)
 
 
 def test_resume_with_a_new_learning_rate_applies_it_and_says_so(tmp_path, capsys):

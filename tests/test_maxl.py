@@ -30,6 +30,8 @@ from mn.training.maxl import (
     slot_mask,
 )
 
+from helpers import assert_same_state
+
 CPU = Context(0, 1, torch.device("cpu"))
 PSI = [2, 3, 1]                       # a hierarchy with unequal psi: slots 0-1 | 2-4 | 5
 
@@ -201,21 +203,6 @@ def test_a_short_digits_run_learns(tmp_path):
     assert last["gen_optimizer"]["state"], "no generator optimiser state"
 
 
-def _same_state(a, b, path="state"):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _same_state(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (u, v) in enumerate(zip(a, b)):
-            _same_state(u, v, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
 def test_resume_gives_the_identical_continuation(tmp_path):
     straight = _run(tmp_path / "straight", epochs=3)
     _run(tmp_path / "split", epochs=1)
@@ -225,7 +212,7 @@ def test_resume_gives_the_identical_continuation(tmp_path):
     assert a["epoch"] == b["epoch"] == 3
     assert any(k.startswith("generator.") for k in a["model"]) and any(k.startswith("net.") for k in a["model"])
     for key in ("model", "optimizer", "scheduler", "gen_optimizer", "gen_scheduler", "best_model"):
-        _same_state(a[key], b[key], key)
+        assert_same_state(a[key], b[key], key)
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4), "step decay at the milestone"
     assert a["gen_optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4), "the generator's rate decays too"
     assert straight == resumed

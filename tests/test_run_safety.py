@@ -13,6 +13,8 @@ import torch
 from mn.training import load_checkpoint, make_config, train
 from mn.training.distributed import Context
 
+from helpers import assert_same_state
+
 CPU = Context(0, 1, torch.device("cpu"))
 # Best validation epochs of this run: 1, 2, 2, 4, 4 -- the best model changes, and the last epoch is not the
 # best, so a best.pt left behind by a kill stays wrong unless the resume mends it. Entry dropout and the
@@ -73,8 +75,8 @@ def _assert_same_run(run_dir, reference_dir):
     (last, best, records), (ref_last, ref_best, ref_records) = _files(run_dir), _files(reference_dir)
     assert records == ref_records
     assert last["epoch"] == ref_last["epoch"] and best["epoch"] == ref_best["epoch"]
-    for a, b in ((last["model"], ref_last["model"]), (best["model"], ref_best["model"])):
-        assert all(torch.equal(a[k], b[k]) for k in b)
+    assert_same_state(last["model"], ref_last["model"], "last.model")
+    assert_same_state(best["model"], ref_best["model"], "best.model")
 
 
 @pytest.fixture(scope="module")

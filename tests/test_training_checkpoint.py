@@ -6,6 +6,8 @@ import torch
 from mn.training import CheckpointError, evaluate_checkpoint, load_checkpoint, make_config, train
 from mn.training.distributed import Context
 
+from helpers import assert_same_state
+
 CPU = Context(0, 1, torch.device("cpu"))
 # Entry dropout and several steps per epoch exercise every random stream that resume must replay.
 FLAGS = dict(dataset="digits", method="mn", num_entries=40, entry_dropout=0.5, max_steps_per_epoch=3,
@@ -24,8 +26,8 @@ def test_resume_gives_identical_continuation(tmp_path):
     _, a = load_checkpoint(tmp_path / "straight" / "seed0" / "last.pt")
     _, b = load_checkpoint(tmp_path / "split" / "seed0" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
-    for name, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][name]), name
+    for key in ("model", "optimizer", "scheduler", "best_model"):
+        assert_same_state(a[key], b[key], key)
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4), "step decay at the milestone"
     assert straight["test_accuracy"] == resumed["test_accuracy"]
     lines = (tmp_path / "split" / "seed0" / "metrics.jsonl").read_text().splitlines()
