@@ -131,8 +131,11 @@ def test_digits_2groups_is_digits_in_two_halves_and_leaves_digits_coarse_alone()
         assert torch.equal(split_halves.y, (split_fine.y >= 5).long())          # 0-4 -> 0, 5-9 -> 1
         assert torch.equal(split_pairs.y, split_fine.y // 2)                    # digits_coarse unchanged
     assert make_config(flags=dict(dataset="digits_2groups")).backbone == "digits_cnn"
-    with pytest.raises(ValueError, match="coarse must be True, False or one of digits_coarse, digits_2groups"):
-        load_digits(coarse="digits_3groups")
+    with pytest.raises(ValueError, match="grouping must be None or one of digits_coarse, digits_2groups"):
+        load_digits("digits_3groups")
+    with pytest.raises(ValueError, match="grouping must be None or one of"):
+        load_digits(True)                                                        # the old coarse=True spelling
+    assert load_digits().name == "digits" and load_digits("digits_2groups").num_outputs == 2
 
 
 def test_cosine_matches_the_autograd_inner_step(checkpoints, tmp_path):

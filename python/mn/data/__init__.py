@@ -22,17 +22,17 @@ from .generated import load_hierarchy, load_mixture
 from .images import load_cinic10, load_tiny_imagenet
 from .mnist5k import load_mnist5k
 from .prepare import Prepared, kfold_split, prepare
-from .shipped import DIGIT_GROUPS, DIGIT_HALVES, load_diabetes, load_digits, load_spirals
+from .shipped import DIGIT_GROUPINGS, DIGIT_GROUPS, DIGIT_HALVES, load_diabetes, load_digits, load_spirals
 from .spirals import make_spirals
 from .tabular import UCI_SETS, load_csv, load_uci
 
-SHIPPED = ("digits", "digits_coarse", "digits_2groups", "diabetes", "spirals")
+SHIPPED = ("digits", *DIGIT_GROUPINGS, "diabetes", "spirals")       # DIGIT_GROUPINGS: the coarse digit sets
 GENERATED = ("mixture", "hierarchy", "hierarchy_coarse")
 FROM_PACKAGES = ("mnist5k",)        # read from a file an installed package ships (never downloaded)
 FROM_FILES = ("cifar10", "cifar100", "cifar100_coarse", "cinic10", "tiny_imagenet", *UCI_SETS)
 DATASETS = SHIPPED + GENERATED + FROM_PACKAGES + FROM_FILES
 # Data sets labelled by superclasses, and the set with the same examples (same order) and fine labels.
-FINE_OF = {"digits_coarse": "digits", "digits_2groups": "digits", "cifar100_coarse": "cifar100",
+FINE_OF = {**dict.fromkeys(DIGIT_GROUPINGS, "digits"), "cifar100_coarse": "cifar100",
            "hierarchy_coarse": "hierarchy"}
 
 
@@ -49,8 +49,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
     if name.startswith("csv:"):
         return load_csv(Path(name[4:]))
     loaders = {
-        "digits": load_digits, "digits_coarse": lambda: load_digits(coarse=True),
-        "digits_2groups": lambda: load_digits(coarse="digits_2groups"), "diabetes": load_diabetes,
+        "digits": load_digits, **{grouping: (lambda grouping=grouping: load_digits(grouping))
+                                  for grouping in DIGIT_GROUPINGS},
+        "diabetes": load_diabetes,
         "spirals": load_spirals, "mixture": load_mixture, "hierarchy": load_hierarchy,
         "hierarchy_coarse": lambda: load_hierarchy(coarse=True), "mnist5k": load_mnist5k,
         "cifar10": lambda: load_cifar10(root), "cifar100": lambda: load_cifar100(root),
@@ -63,8 +64,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> TaskData:
     return loaders[name]()
 
 
-__all__ = ["DATASETS", "SHIPPED", "GENERATED", "FROM_PACKAGES", "FROM_FILES", "FINE_OF", "DIGIT_GROUPS",
-           "DIGIT_HALVES", "DataFormatError", "Split", "TaskData", "Prepared", "prepare",
+__all__ = ["DATASETS", "SHIPPED", "GENERATED", "FROM_PACKAGES", "FROM_FILES", "FINE_OF", "DIGIT_GROUPINGS",
+           "DIGIT_GROUPS", "DIGIT_HALVES", "DataFormatError", "Split", "TaskData", "Prepared", "prepare",
            "kfold_split", "load_dataset", "default_data_dir", "make_spirals", "load_digits", "load_diabetes",
            "load_spirals", "load_mixture", "load_hierarchy", "load_mnist5k", "load_cifar10", "load_cifar100",
            "load_cinic10", "load_tiny_imagenet", "load_uci", "load_csv", "UCI_SETS"]

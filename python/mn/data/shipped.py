@@ -16,10 +16,11 @@ DIGIT_HALVES = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
 DIGIT_GROUPINGS = {"digits_coarse": DIGIT_GROUPS, "digits_2groups": DIGIT_HALVES}
 
 
-def load_digits(*, coarse: bool | str = False) -> TaskData:
+def load_digits(grouping: str | None = None) -> TaskData:
     """sklearn digits: 1797 8x8 grey images (values 0..16), 10 classes. x (N, 1, 8, 8) float32.
-    coarse=True or "digits_coarse": the same images and splits labelled by DIGIT_GROUPS (5 classes);
-    coarse="digits_2groups": labelled by DIGIT_HALVES (2 classes).
+    grouping: None for the digits themselves ("digits"), or a key of DIGIT_GROUPINGS, the data set's name: the
+    same images and splits labelled by the index of the digit's group ("digits_coarse": DIGIT_GROUPS, 5 classes;
+    "digits_2groups": DIGIT_HALVES, 2 classes).
 
     Split once with a fixed seed (independent of the training seed, so every run sees the same test set):
     20% test, stratified by digit; the validation split is carved from the rest by `prepare`.
@@ -27,23 +28,23 @@ def load_digits(*, coarse: bool | str = False) -> TaskData:
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
-    name = "digits_coarse" if coarse is True else coarse or "digits"
-    if name != "digits" and name not in DIGIT_GROUPINGS:
-        raise ValueError(f"coarse must be True, False or one of {', '.join(DIGIT_GROUPINGS)}, got {coarse!r}")
+    if grouping is not None and (not isinstance(grouping, str) or grouping not in DIGIT_GROUPINGS):
+        raise ValueError(f"grouping must be None or one of {', '.join(DIGIT_GROUPINGS)}, got {grouping!r}")
     bunch = sk_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32)[:, None]
     y = torch.tensor(bunch.target, dtype=torch.int64)
     train_idx, test_idx = train_test_split(torch.arange(len(y)).numpy(), test_size=0.2, random_state=0,
                                            stratify=y.numpy())
     train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    groups = DIGIT_GROUPINGS.get(name)
-    if groups is not None:
+    classes = 10
+    if grouping is not None:
+        groups = DIGIT_GROUPINGS[grouping]
         group_of = torch.empty(10, dtype=torch.int64)
         for group, digits in enumerate(groups):
             group_of[list(digits)] = group
-        y = group_of[y]
-    return TaskData(name, "classification", "image", Split(x[train_idx], y[train_idx]),
-                    Split(x[test_idx], y[test_idx]), num_outputs=10 if groups is None else len(groups))
+        y, classes = group_of[y], len(groups)
+    return TaskData(grouping or "digits", "classification", "image", Split(x[train_idx], y[train_idx]),
+                    Split(x[test_idx], y[test_idx]), num_outputs=classes)
 
 
 def load_diabetes() -> TaskData:
