@@ -26,7 +26,6 @@ import importlib.util
 import inspect
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -226,12 +225,8 @@ def precompile_child(args) -> None:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(kl.DTYPES), default=["float32", "bfloat16"])
+    kl.add_common_args(parser, budget=True)
     parser.add_argument("--kernels", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--out", help="also write the table to this file")
-    parser.add_argument("--budget-s", type=float, default=report.default_budget(),
-                        help="stop starting measurements after this many seconds (default: $MN_BENCH_BUDGET_S)")
     parser.add_argument("--precompile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.cfg = kl.parse_config(args.config)
@@ -240,18 +235,13 @@ def main(argv=None) -> None:
         precompile_child(args)
         return
     budget = report.Budget(args.budget_s)
-    emit = report.Sink(args.out)
-    emit(f"# Ablation of the Triton kernels at B,S,C,n = {args.config}")
-    emit(report.device_line())
-    emit(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python bench/ablate_gpu.py "
-         f"{' '.join(argv)}")
+    emit = report.open_report(f"# Ablation of the Triton kernels at B,S,C,n = {args.config}", __file__, argv, args.out)
     emit("- each kernel variant launched alone with one head step's real arguments and the kernel's first GPU "
          "config; ms = median of triton.testing.do_bench; `vs base` = variant - base (negative: the removed stage's "
          "cost; positive for a doubled stage: its cost where it is on the critical path). Variants compute wrong "
          "values by design. An edit also changes register allocation: compare `regs` / `spills` with the base's "
          "before reading a difference as the stage's cost.")
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--precompile"],
-                             stdout=subprocess.DEVNULL)
+    child = kl.spawn_precompile(__file__, argv)
     try:
         launches = {dtype: kl.capture(args.cfg, kl.DTYPES[dtype]) for dtype in args.dtypes}
         some = next(iter(launches.values()))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 import triton
 import triton.testing
 from plain_closed_form import plain_adapted_logits
-from report import Budget, Sink, add_budget_arg, device_line, short_error, utc_stamp
+from report import Budget, add_budget_arg, open_report, short_error
 
 import mn
 
@@ -207,6 +208,7 @@ def value_errors(cfg) -> dict:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="*", help="B,S,C,n tuples (default: the issue's six)")
     parser.add_argument("--impls", nargs="*", help="labels to run besides the references (default: all)")
@@ -221,10 +223,7 @@ def main(argv=None):
                if status.get(backend, "not registered") is not None}
     impls = [i for i in IMPLS if (not args.impls or i[0] in args.impls) and i[0] not in skipped]
     torch.set_float32_matmul_precision("high")     # TF32 for fp32 matmuls and fp32 tl.dot
-    lines = ["# Head step, fused vs references",
-             device_line(),
-             f"- date: {utc_stamp()}",
-             f"- median ms (triton.testing.do_bench; calls over {SLOW_MS:.0f} ms: median of 3 timed calls); "
+    lines = [f"- median ms (triton.testing.do_bench; calls over {SLOW_MS:.0f} ms: median of 3 timed calls); "
              "step = adapted logits + CE + backward; gamma 5, one inner step",
              "- references in this run: `plain closed form` (bench/plain_closed_form.py: S x (C n) GEMM, autograd; "
              "bf16 inputs compute in bf16), `gemm limit` (the step's 4 x 2·B·S·C·n flops at the rate of one square "
@@ -237,7 +236,8 @@ def main(argv=None):
              "",
              "| B,S,C,n | impl | fwd ms | bwd ms | step ms | vs plain | vs literal | of gemm | peak MiB | TFLOP/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    emit = Sink(args.out)                     # row by row: a run cut short still leaves its finished rows
+    # row by row: a run cut short still leaves its finished rows
+    emit = open_report("# Head step, fused vs references", __file__, argv, args.out)
     for line in lines:
         emit(line)
     header = lines[-2:]

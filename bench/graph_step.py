@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -76,54 +77,54 @@ def whole_graph_ms(head, z, y) -> float:
     return kl.time_ms(graph.replay)
 
 
+def row(cfg, dtype: str) -> str:
+    """The table's row of `dtype`: eager, make_graphed_callables and whole-step graph ms, the host share."""
+    try:
+        head, z, y = make_step(cfg, kl.DTYPES[dtype])
+        eager = eager_ms(head, z, y)
+    except Exception as exc:                                     # noqa: BLE001 (a failed row is a result)
+        return f"| {kl.LABEL[dtype]} | failed: {report.short_error(exc)} | | | |"
+    cells, graph = [f"{eager:.3f}"], None
+    for how in (graphed_callables_ms, whole_graph_ms):
+        if DEVICE != "cuda":
+            cells.append("skipped: no GPU")
+            continue
+        try:
+            head, z, y = make_step(cfg, kl.DTYPES[dtype])        # a fresh head: no captured state shared
+            ms = how(head, z, y)
+            cells.append(f"{ms:.3f}")
+            graph = ms if graph is None else min(graph, ms)
+        except Exception as exc:                                 # noqa: BLE001
+            cells.append(f"failed: {report.short_error(exc, 120)}")
+    share = f"{100 * (1 - graph / eager):.0f}%" if graph is not None else "-"
+    return f"| {kl.LABEL[dtype]} | " + " | ".join(cells) + f" | {share} |"
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(kl.DTYPES), default=["float32", "bfloat16"])
-    parser.add_argument("--out", help="also write the table to this file")
+    kl.add_common_args(parser)
     args = parser.parse_args(argv)
     cfg = kl.parse_config(args.config)
     torch.set_float32_matmul_precision("high")
     mn.set_value_checks(False)                  # the checks read values back by design: no graph with them
     start = time.monotonic()
-    emit = report.Sink(args.out)
-    emit(f"# Head step: CUDA graph replay vs eager at B,S,C,n = {args.config}")
-    emit(report.device_line())
-    emit(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python bench/graph_step.py "
-         f"{args.config and '--config ' + args.config}")
-    emit("- MetaNeighborhoodsHead on triton, value checks off, no entry dropout; step = head(z) + CE + backward "
-         "into z and every parameter; median ms of triton.testing.do_bench; host share = 1 - graph / eager")
-    emit("")
-    emit("| dtype | eager ms | make_graphed_callables ms | whole-step graph ms | host share of eager |")
-    emit("| --- | --- | --- | --- | --- |")
-    for dtype in args.dtypes:
-        cells = []
-        try:
-            head, z, y = make_step(cfg, kl.DTYPES[dtype])
-            eager = eager_ms(head, z, y)
-            cells.append(f"{eager:.3f}")
-        except Exception as exc:                                 # noqa: BLE001 (a failed row is a result)
-            emit(f"| {kl.LABEL[dtype]} | failed: {report.short_error(exc)} | | | |")
-            continue
-        graph = None
-        for how in (graphed_callables_ms, whole_graph_ms):
-            if DEVICE != "cuda":
-                cells.append("skipped: no GPU")
-                continue
-            try:
-                head, z, y = make_step(cfg, kl.DTYPES[dtype])    # a fresh head: no captured state shared
-                ms = how(head, z, y)
-                cells.append(f"{ms:.3f}")
-                graph = ms if graph is None else min(graph, ms)
-            except Exception as exc:                             # noqa: BLE001
-                cells.append(f"failed: {report.short_error(exc, 120)}")
-        share = f"{100 * (1 - graph / eager):.0f}%" if graph is not None else "-"
-        emit(f"| {kl.LABEL[dtype]} | " + " | ".join(cells) + f" | {share} |")
-    emit("")
-    if DEVICE != "cuda":
-        emit("- graph replay: skipped: no GPU (the eager step ran on the CPU through the Triton interpreter)")
-    emit(f"- took {time.monotonic() - start:.0f} s")
-    emit.close()
+    emit = report.open_report(f"# Head step: CUDA graph replay vs eager at B,S,C,n = {args.config}", __file__, argv,
+                              args.out)
+    try:
+        emit("- MetaNeighborhoodsHead on triton, value checks off, no entry dropout; step = head(z) + CE + backward "
+             "into z and every parameter; median ms of triton.testing.do_bench; host share = 1 - graph / eager")
+        emit("")
+        emit("| dtype | eager ms | make_graphed_callables ms | whole-step graph ms | host share of eager |")
+        emit("| --- | --- | --- | --- | --- |")
+        for dtype in args.dtypes:
+            emit(row(cfg, dtype))
+        emit("")
+        if DEVICE != "cuda":
+            emit("- graph replay: skipped: no GPU (the eager step ran on the CPU through the Triton interpreter)")
+        emit(f"- took {time.monotonic() - start:.0f} s")
+    finally:
+        emit.close()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import subprocess
 import sys
 import time
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 import triton
 import triton.testing
 from bench_gpu import make_head_inputs
+from report import add_budget_arg
 
 import mn
 import mn_kernels.inner_gradient.launch as kernels
@@ -166,6 +168,23 @@ def resources(compiled) -> tuple:
     shared = getattr(getattr(compiled, "metadata", None), "shared", None)
     return (getattr(compiled, "n_regs", "n/a"), getattr(compiled, "n_spills", "n/a"),
             "n/a" if shared is None else f"{shared / 1024:.1f}")
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, budget: bool = False) -> None:
+    """--config, --dtypes, --out (and with budget=True --budget-s) of the scripts built on these launches."""
+    parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float32", "bfloat16"])
+    parser.add_argument("--out", help="also write the tables to this file")
+    if budget:
+        add_budget_arg(parser)
+
+
+def spawn_precompile(script: str, argv: list[str]) -> subprocess.Popen:
+    """Starts `script` (a __file__) again with `argv` and --precompile: the background process that compiles
+    ahead what the script will time (also on the CPU, where the interpreter compiles nothing: so the dry run
+    exercises it). The caller kills it when done."""
+    return subprocess.Popen([sys.executable, os.path.abspath(script), *argv, "--precompile"],
+                            stdout=subprocess.DEVNULL)
 
 
 def precompile(jobs, workers: int | None = None, deadline: float | None = None) -> tuple[int, int]:

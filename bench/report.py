@@ -1,5 +1,6 @@
-"""What every bench script writes around its numbers: the device and versions line, a Markdown sink written
-line by line, the time budget that gpu_check.sh hands each step, a table cell's error text.
+"""What every bench script writes around its numbers: the report's header (title, device and versions, date,
+command), a Markdown sink written line by line, the time budget that gpu_check.sh hands each step, a table
+cell's error text.
 
 No other bench module is imported here (bench_gpu.py, kernel_launches.py and the CPU scripts all import this
 one); torch and triton are imported only inside the functions that report their versions.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import time
 
 INTERPRETER = "CPU, Triton interpreter (dry run: tiny config, times meaningless)"
@@ -79,3 +81,15 @@ def device_line(cpu: str = INTERPRETER) -> str:
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu
     return (f"- device: {name}; torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, "
             f"python {platform.python_version()}")
+
+
+def open_report(title: str, script: str, argv: list[str], out: str | None, *, mode: str = "w", echo: bool = True,
+                cpu: str = INTERPRETER) -> Sink:
+    """A Sink on `out` (None: the console only; `mode` and `echo` as Sink's) that has written the report's
+    header: `title`, the device line (`cpu`: the device's name without a GPU), the date and the command
+    (`script` is the script's __file__, `argv` its arguments)."""
+    emit = Sink(out, mode, echo)
+    emit(title)
+    emit(device_line(cpu))
+    emit(f"- date: {utc_stamp()}; command: python bench/{os.path.basename(script)} {shlex.join(argv)}".rstrip())
+    return emit

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
@@ -104,22 +103,11 @@ def precompile_child(args) -> None:
     print(f"sweep precompile: {done} compiled, {failed} failed, of {len(jobs)}", file=sys.stderr)
 
 
-def spawn_precompile(argv) -> subprocess.Popen:
-    """Starts precompile_child (also on the CPU, where the interpreter compiles nothing: so the dry run
-    exercises it)."""
-    return subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--precompile"],
-                            stdout=subprocess.DEVNULL)
-
-
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(kl.DTYPES), default=["float32", "bfloat16"])
+    kl.add_common_args(parser, budget=True)
     parser.add_argument("--extra", type=int, default=64, help="at most this many configs beyond the candidates")
-    parser.add_argument("--out", help="also write the tables to this file")
-    parser.add_argument("--budget-s", type=float, default=report.default_budget(),
-                        help="stop starting measurements after this many seconds (default: $MN_BENCH_BUDGET_S)")
     parser.add_argument("--precompile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.cfg = kl.parse_config(args.config)
@@ -128,15 +116,12 @@ def main(argv=None) -> None:
         precompile_child(args)
         return
     budget = report.Budget(args.budget_s)
-    emit = report.Sink(args.out)
-    emit(f"# Autotune sweep of the Triton kernels at B,S,C,n = {args.config}")
-    emit(report.device_line())
-    emit(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python bench/sweep_gpu.py "
-         f"{' '.join(argv)}")
+    emit = report.open_report(f"# Autotune sweep of the Triton kernels at B,S,C,n = {args.config}", __file__, argv,
+                              args.out)
     emit("- each kernel launched alone with one head step's real arguments (fp32 inputs: TF32 dots; bf16: bf16 "
          "operands); ms = median of triton.testing.do_bench; `diff` = max|out - out of candidate 0| / max|out of "
          f"candidate 0| (rounding moves it; above {MISMATCH:g} flagged WRONG); `x` rows are extras, not candidates")
-    child = spawn_precompile(argv)
+    child = kl.spawn_precompile(__file__, argv)
     try:
         launches = {}
         for dtype in args.dtypes:

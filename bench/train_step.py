@@ -21,11 +21,12 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
-from report import Budget, Sink, add_budget_arg, device_line, utc_stamp
+from report import Budget, add_budget_arg, open_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CELLS = ROOT / "configs" / "table1"
@@ -88,18 +89,8 @@ def measure(cell: str, *, steps: int, batch: int | None, device: torch.device) -
             "run_steps": run_steps, "hours": run_steps * step_s / 3600}
 
 
-def header(steps: int, batch: int | None) -> list[str]:
-    return [
-        "", "## Training steps with a backbone: the cost of a Table 1 run (bench/train_step.py)", "",
-        device_line(cpu=f"CPU ({os.cpu_count()} cores)"),
-        f"- date: {utc_stamp()}",
-        f"- median of 3 epochs of {steps} steps after a warm-up epoch; synthetic images of each set's shape"
-        + (f". Batch overridden to {batch}: not a run's cost." if batch is not None else ""), "",
-        "| cell | batch | step ms | inputs ms (host) | steps per run | hours per run on this device |",
-        "| --- | --- | --- | --- | --- | --- |"]
-
-
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", nargs="+", default=None,
                         help="configs/table1 cell names (default: the priority list, then every other cell)")
@@ -117,10 +108,15 @@ def main(argv=None) -> None:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     budget = Budget(args.budget_s)
-    emit = Sink(args.out, mode="a", echo=False)         # the table to the file; the console gets one line a cell
+    # appended to the file (gpu_check.sh's gpu-bench.md), not echoed: the console gets one line a cell
+    emit = open_report("\n## Training steps with a backbone: the cost of a Table 1 run", __file__, argv, args.out,
+                       mode="a", echo=False, cpu=f"CPU ({os.cpu_count()} cores)")
     try:
-        for line in header(args.steps, args.batch):
-            emit(line)
+        emit(f"- median of 3 epochs of {args.steps} steps after a warm-up epoch; synthetic images of each set's shape"
+             + (f". Batch overridden to {args.batch}: not a run's cost." if args.batch is not None else ""))
+        emit("")
+        emit("| cell | batch | step ms | inputs ms (host) | steps per run | hours per run on this device |")
+        emit("| --- | --- | --- | --- | --- | --- |")
         for cell in cells:
             if budget.spent():
                 emit("")
