@@ -6,19 +6,13 @@ process: each round runs every formulation once, in turn; medians.
     python bench/cpu_later_steps.py [--config 64,2000,20,64] [--rounds 11] [--out F.md]
 """
 import argparse
-import datetime
-import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_torch_vs_plain import make_step  # noqa: E402
 from plain_closed_form import plain_adapted_logits  # noqa: E402
+from report import append_report, interleaved_medians, machine_lines  # noqa: E402
 
 import mn  # noqa: E402
 
@@ -39,29 +33,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     mn.set_value_checks(False)
     B, S, C, n = (int(v) for v in args.config.split(","))
-    steps = {f: make_step(fn, B, S, C, n) for f, fn in FORMS.items()}
-    times = {f: [] for f in FORMS}
-    for r in range(args.rounds + 1):
-        for f, step in steps.items():
-            start = time.perf_counter()
-            step()
-            if r:
-                times[f].append(1e3 * (time.perf_counter() - start))
-    med = {f: statistics.median(t) for f, t in times.items()}
+    med = interleaved_medians({f: make_step(fn, B, S, C, n) for f, fn in FORMS.items()}, args.rounds)
     base = med["native ft:1"]
-    lines = [f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
-             f"- machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads; "
-             f"python {platform.python_version()}, torch {torch.__version__}; float32, value checks off",
-             f"- (B, S, C, n) = ({args.config}); {args.rounds} interleaved rounds after one warm-up; medians", "",
+    lines = [*machine_lines(),
+             f"- (B, S, C, n) = ({args.config}); float32, value checks off; {args.rounds} interleaved rounds after "
+             "one warm-up; medians", "",
              "| formulation | ms | x native ft:1 | native ft:3 speed vs it |", "| --- | --- | --- | --- |"]
     for f, ms in med.items():
         vs = f"{ms / med['native ft:3']:.2f}x" if f.endswith("ft:3") and f != "native ft:3" else "-"
         lines.append(f"| {f} | {ms:.1f} | {ms / base:.2f} | {vs} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        with open(args.out, "a") as out:
-            out.write(text + "\n")
+    append_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,7 @@ each round runs every formulation once, in turn, so that load on the machine hit
     python bench/cpu_torch_vs_plain.py [--configs 128,2000,100,64 32,2000,100,64] [--rounds 15] [--out F.md]
 """
 import argparse
-import datetime
-import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +13,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_closed_form import plain_adapted_logits  # noqa: E402
+from report import append_report, interleaved_medians, machine_lines  # noqa: E402
 
 import mn  # noqa: E402
 
@@ -54,32 +50,21 @@ def main(argv=None):
     parser.add_argument("--out", help="also append the table to this file")
     args = parser.parse_args(argv)
     mn.set_value_checks(False)          # the plain form checks nothing either
-    lines = [f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
-             f"- machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads; "
-             f"python {platform.python_version()}, torch {torch.__version__}; float32, value checks off",
-             f"- {args.rounds} interleaved rounds per config after one warm-up round; medians", "",
+    lines = [*machine_lines(),
+             f"- float32, value checks off; {args.rounds} interleaved rounds per config after one warm-up round; "
+             "medians", "",
              "| B,S,C,n | " + " | ".join(f"{f} ms" for f in args.forms) + " | torch backend speed vs plain |",
              "| --- | " + " | ".join("---" for _ in args.forms) + " | --- |"]
     for cfg in args.configs:
         B, S, C, n = (int(v) for v in cfg.split(","))
-        steps = {f: make_step(FORMS[f], B, S, C, n) for f in args.forms}
-        times = {f: [] for f in args.forms}
-        for r in range(args.rounds + 1):
-            for f, step in steps.items():
-                start = time.perf_counter()
-                step()
-                if r:
-                    times[f].append(1e3 * (time.perf_counter() - start))
-        med = {f: statistics.median(t) for f, t in times.items()}
+        med = interleaved_medians({f: make_step(FORMS[f], B, S, C, n) for f in args.forms}, args.rounds)
         ratio = med["plain closed form"] / med["torch backend"] if {"plain closed form", "torch backend"} <= set(med) \
             else float("nan")
         lines.append(f"| {cfg} | " + " | ".join(f"{med[f]:.1f}" for f in args.forms) + f" | {ratio:.2f}x |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    append_report(text, args.out)
 
 
 if __name__ == "__main__":

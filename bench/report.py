@@ -1,6 +1,6 @@
 """What every bench script writes around its numbers: the report's header (title, device and versions, date,
 command), a Markdown sink written line by line, the time budget that gpu_check.sh hands each step, a table
-cell's error text.
+cell's error text; for the CPU scripts, interleaved timing, the machine and appending to a results file.
 
 No other bench module is imported here (bench_gpu.py, kernel_launches.py and the CPU scripts all import this
 one); torch and triton are imported only inside the functions that report their versions.
@@ -11,7 +11,9 @@ import argparse
 import os
 import platform
 import shlex
+import statistics
 import time
+from collections.abc import Callable
 
 INTERPRETER = "CPU, Triton interpreter (dry run: tiny config, times meaningless)"
 
@@ -93,3 +95,31 @@ def open_report(title: str, script: str, argv: list[str], out: str | None, *, mo
     emit(device_line(cpu))
     emit(f"- date: {utc_stamp()}; command: python bench/{os.path.basename(script)} {shlex.join(argv)}".rstrip())
     return emit
+
+
+def interleaved_medians(steps: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median ms of each step over `rounds` rounds after one warm-up round; each round runs every step once, in
+    turn, so that load on the machine hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(rounds + 1):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if r:
+                times[name].append(1e3 * (time.perf_counter() - start))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def machine_lines() -> list[str]:
+    """The date and the machine (architecture, cores, torch threads, python and torch versions)."""
+    import torch
+    return [f"- date: {utc_stamp()}",
+            f"- machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads; "
+            f"python {platform.python_version()}, torch {torch.__version__}"]
+
+
+def append_report(text: str, out: str | None) -> None:
+    """Appends `text` and a newline to `out`, if given."""
+    if out:
+        with open(out, "a") as f:
+            f.write(text + "\n")
