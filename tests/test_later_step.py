@@ -166,3 +166,12 @@ def test_native_later_step_dtau_keeps_float32_precision():
         dtau.append(torch.autograd.grad((grad * dgrad.to(dtype)).sum() + (loss * dloss.to(dtype)).sum(),
                                         operands[4])[0].double())
     assert abs(dtau[0] - dtau[1]) <= 1e-5 * abs(dtau[1])
+
+
+def test_the_later_step_kernels_refuse_n_past_their_own_limit():
+    """The later-step op's limit (mn_kernels.later_step.max_features) is checked where step 1's is, in Setup."""
+    from mn_kernels.later_step import later_step_fwd, max_features
+    n = max_features(torch.float32) + 1
+    z, keys, values, _, tau = (t.float() for t in make_inputs(2, 3, 2, n))
+    with pytest.raises(ValueError, match=f"z has n = {n} features; the Triton kernels take n <= {n - 1}"):
+        later_step_fwd(z, keys, values, torch.zeros(2, 2, n), tau, 1.0)

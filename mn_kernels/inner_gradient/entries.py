@@ -9,9 +9,10 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
+from ..rownorm import EPS as ROW_EPS
 from .configs import ENTRY_CONFIGS, ENTRY_NAMES, ENTRY_SMALL
 
-EPS = tl.constexpr(1e-12)    # mn_kernels.rownorm.EPS
+EPS = tl.constexpr(ROW_EPS)
 
 
 @triton.jit

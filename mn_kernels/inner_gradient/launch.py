@@ -24,6 +24,7 @@ class Setup:
 
     SAVED = ("zs_op", "z_rnorm", "wh", "w_rnorm", "k_rnorm", "sigma", "ce", "deltaT")
     PER_EXAMPLE = False         # the weight is shared (C, n); the later-step op's subclass takes (B, C, n)
+    MAX_FEATURES = staticmethod(max_features)      # the largest n the kernels take, per input dtype
 
     def __init__(self, z, keys, values, weight, tau, gamma, entry_dropout, seed, saved=None, launch=True):
         """seed: the seed's part of the dropout hash, a 0-d int64 tensor on z's device (None without dropout).
@@ -38,8 +39,8 @@ class Setup:
         if keys.shape != (S, n) or weight.shape != want or tau.dim() != 0:
             raise ValueError(f"expected keys {(S, n)}, weight {want}, 0-d tau; got {tuple(keys.shape)}, "
                              f"{tuple(weight.shape)}, {tuple(tau.shape)}")
-        if n > max_features(z.dtype):
-            raise ValueError(f"z has n = {n} features; the Triton kernels take n <= {max_features(z.dtype)} "
+        if n > self.MAX_FEATURES(z.dtype):
+            raise ValueError(f"z has n = {n} features; the Triton kernels take n <= {self.MAX_FEATURES(z.dtype)} "
                              f"with {z.dtype} inputs (whole feature rows per tile)")
         if not 0.0 <= entry_dropout < 1.0:
             raise ValueError(f"entry_dropout must be in [0, 1), got {entry_dropout}")
@@ -55,13 +56,6 @@ class Setup:
         self.vT = self.values.t()                                         # class-major view
         # Dot operands in the input dtype (bf16/fp16 tensor cores); side data in the compute dtype.
         self.op_dtype = operand_dtype(z.dtype)
-        if saved is not None:
-            if len(saved) != len(self.SAVED):
-                raise ValueError(f"expected the forward's {len(self.SAVED)} saved tensors, got {len(saved)}")
-            for name, t in zip(self.SAVED, saved):
-                setattr(self, name, t)
-        else:
-            self._prepare(z, weight)
         self.block_n = max(16, triton.next_power_of_2(n))
         threshold = dropout.drop_threshold(entry_dropout)
         if threshold > 0 and (seed is None or seed.device != z.device or seed.dtype != torch.int64):
@@ -71,6 +65,13 @@ class Setup:
         self.consts = dict(seed_ptr=seed if threshold > 0 else self.keys, drop_threshold=threshold,
                            s_bucket=triton.next_power_of_2(S))
         self.meta = dict(BLOCK_N=self.block_n, HAS_DROPOUT=threshold > 0, PRECISION=dot_precision(z.dtype))
+        if saved is not None:
+            if len(saved) != len(self.SAVED):
+                raise ValueError(f"expected the forward's {len(self.SAVED)} saved tensors, got {len(saved)}")
+            for name, t in zip(self.SAVED, saved):
+                setattr(self, name, t)
+        else:
+            self._prepare(z, weight)
 
     def _prepare(self, z, weight):
         self._prepare_queries(z)
@@ -82,9 +83,8 @@ class Setup:
         if self.launch:
             grid = lambda meta: (triton.cdiv(S, meta["BLOCK_S"]),)  # noqa: E731
             entry_fwd_kernel[grid](self.keys, self.wh, self.values, self.tau, self.k_rnorm, self.sigma,
-                                   self.ce, self.deltaT, S, C, self.n, s_bucket=triton.next_power_of_2(S),
-                                   BLOCK_N=max(16, triton.next_power_of_2(self.n)),
-                                   PRECISION=side_dot_precision(z.dtype))
+                                   self.ce, self.deltaT, S, C, self.n, s_bucket=self.consts["s_bucket"],
+                                   BLOCK_N=self.block_n, PRECISION=side_dot_precision(z.dtype))
 
     def _normalized(self, x):
         """(x / max(||x||, eps), 1 / max(||x||, eps)) row-wise in the compute dtype: mn_kernels/rows.py's kernel, or

@@ -20,6 +20,7 @@ class LaterSetup(Setup):
 
     SAVED = ("zs_op", "z_rnorm", "k_rnorm", "ph_op", "p_rnorm", "sigma", "m", "ce")
     PER_EXAMPLE = True
+    MAX_FEATURES = staticmethod(max_features)
 
     def _prepare(self, z, weight):
         self._prepare_queries(z)
@@ -39,9 +40,6 @@ def later_step_fwd(z, keys, values, phi, tau, gamma: float, entry_dropout: float
     the one step 1 used. Returns, in the compute dtype, grad (B,C,n), inner_loss (B,), lse (B,) (the attention's
     log-normaliser), a (B,C) = phh_ic . U_ic, and the preparation (a list, ``LaterSetup.SAVED``): step 1's
     outputs, so that one op factory serves both."""
-    if z.shape[1] > max_features(z.dtype):
-        raise ValueError(f"z has n = {z.shape[1]} features; the later-step kernels take n <= "
-                         f"{max_features(z.dtype)} with {z.dtype} inputs")
     st = LaterSetup(z, keys, values, phi, tau, gamma, entry_dropout, seed)
     B, S, C, n = st.B, st.S, st.C, st.n
     vT = st.vT.contiguous()

@@ -304,7 +304,7 @@ def _later_backward(dgrad, dloss, z, keys, values, phi, tau, grad, inner_loss, l
     dg, dL = dgrad.to(ct), dloss.to(ct).contiguous()
     ph, rnorm = prep.ph.view(B, C, n), prep.p_rnorm.view(B, C, 1)
     hw, D, dphi_proj = projection_bwd_per_example(dg, grad.to(ct), dL, inner_loss.to(ct), ph, rnorm, a.to(ct))
-    dU = (dg - hw[..., None] * ph).mul_(rnorm).contiguous()
+    dU = project(dg.clone(memory_format=torch.contiguous_format), ph, rnorm, along=hw)      # P_ic dg_ic
     new = functools.partial(torch.empty, dtype=ct, device=z.device)
     dzh, dph, dkh, dv, dtau = new(B, n), new(B, C, n), new(S, n), new(S, C), new(1)
     ptrs = _later_operand_ptrs(prep, (B, S, C, n))
