@@ -14,42 +14,39 @@ os.environ.pop("TRITON_INTERPRET", None)          # real compiles; the interpret
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sm90_resources  # noqa: E402
 import triton  # noqa: E402
+from report import Sink  # noqa: E402
 
 import mn_kernels.later_step.launch as launch  # noqa: E402
 
 KERNELS = ("stats_kernel", "fwd_kernel", "bwd_stats_kernel", "bwd_query_kernel", "bwd_entry_kernel")
-sm90_resources.OPERAND_POINTERS |= {"ph_ptr"}     # the per-example weights are a dot operand here too
+# The per-example weights are a dot operand here too.
+OPERAND_POINTERS = sm90_resources.OPERAND_POINTERS | {"ph_ptr"}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n")
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--which", default="all", choices=["all", "first", "last"],
-                        help="all candidates, or only the first (what MN_AUTOTUNE=0 runs) or the last (the small "
-                             "fallback) of each kernel")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(sm90_resources.TRITON_TYPE),
+                        default=["float32", "bfloat16"])
+    sm90_resources.add_which_arg(parser)
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.config.split(","))
-    lines = [f"### Later-step kernels, sm_90a compiles, (B,S,C,n) = ({args.config}) ({datetime.date.today()}, "
-             f"triton {triton.__version__})", "",
-             "| dtype | kernel | config | warps | stages | wgmma | mma.sync | registers | spilled bytes | shared KiB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for dtype in args.dtypes:
-        for name in KERNELS:
-            configs = getattr(launch, name).gpu_configs
-            for config in {"all": configs, "first": configs[:1], "last": configs[-1:]}[args.which]:
-                try:
-                    r = sm90_resources.compile_config(getattr(launch, name).fn, config, shape=shape, dtype=dtype)
-                    row = f"{r['wgmma']} | {r['mma_sync']} | {r['regs']} | {r['spills']} | {r['shared_kib']:.0f}"
-                except Exception as e:  # reported, not fatal
-                    row = f"compile error: {str(e).splitlines()[0][:100]} | | | |"
-                cells = f"{dtype} | {name} | {config.kwargs} | {config.num_warps} | {config.num_stages}"
-                lines.append(f"| {cells} | {row} |")
-                print(lines[-1], flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    emit = Sink(args.out)
+    try:
+        emit(f"### Later-step kernels, sm_90a compiles, (B,S,C,n) = ({args.config}) ({datetime.date.today()}, "
+             f"triton {triton.__version__})")
+        emit("")
+        for line in sm90_resources.table_header(["dtype", "kernel"]):
+            emit(line)
+        for dtype in args.dtypes:
+            for name in KERNELS:
+                kernel = getattr(launch, name)
+                for config in sm90_resources.select(kernel.gpu_configs, args.which):
+                    emit(sm90_resources.candidate_row([dtype, name], kernel.fn, config, shape=shape, dtype=dtype,
+                                                      operand_pointers=OPERAND_POINTERS))
+    finally:
+        emit.close()
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Collection, Sequence
 
 os.environ.pop("TRITON_INTERPRET", None)          # real compiles; the interpreter would compile nothing
 import torch  # noqa: E402
 import triton  # noqa: E402
+from report import Sink, short_error  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -29,7 +31,10 @@ import mn_kernels.inner_gradient.launch as kernels  # noqa: E402
 
 KERNELS = ("lse_kernel", "fwd_kernel", "bwd_kernel")
 # Pointers that carry dot operands: they have the input dtype, every other pointer fp32 (fp64 for fp64 inputs).
-OPERAND_POINTERS = {"zh_ptr", "keys_ptr", "h_ptr"}
+OPERAND_POINTERS = frozenset({"zh_ptr", "keys_ptr", "h_ptr"})
+# The cells of a candidate's row after the leading ones (kernel, or dtype and kernel): tests/test_sm90_compile.py
+# reads them by position.
+COLUMNS = ("config", "warps", "stages", "wgmma", "mma.sync", "registers", "spilled bytes", "shared KiB")
 TRITON_TYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
 
 
@@ -41,11 +46,13 @@ def ptxas_binary() -> str:
     return "ptxas"
 
 
-def compile_config(jit_fn, config: triton.Config, *, shape: tuple[int, int, int, int], dtype: str) -> dict:
+def compile_config(jit_fn, config: triton.Config, *, shape: tuple[int, int, int, int], dtype: str,
+                   operand_pointers: Collection[str] = OPERAND_POINTERS) -> dict:
     """Compiles one autotune candidate for sm_90a at problem `shape` (B, S, C, n); returns its resource counts.
 
     Arguments are specialised as Triton's JIT does at launch: pointers 16-byte aligned, integer arguments
-    that are multiples of 16 marked so (what lets loads and stores vectorise), none of `do_not_specialize`."""
+    that are multiples of 16 marked so (what lets loads and stores vectorise), none of `do_not_specialize`.
+    Pointers in `operand_pointers` have the `dtype` of the operands, the others fp32 (fp64 for float64)."""
     B, S, C, n = shape
     ints = dict(B=B, S=S, C=C, n=n, s_bucket=triton.next_power_of_2(S), entries_per_split=128)
     unspecialised = {jit_fn.arg_names[i] if isinstance(i, int) else i for i in jit_fn.do_not_specialize}
@@ -57,7 +64,7 @@ def compile_config(jit_fn, config: triton.Config, *, shape: tuple[int, int, int,
             continue
         if param.name.endswith("_ptr"):
             side_type = "fp64" if dtype == "float64" else "fp32"     # per-entry arrays, accumulators
-            signature[param.name] = f"*{op_type}" if param.name in OPERAND_POINTERS else f"*{side_type}"
+            signature[param.name] = f"*{op_type}" if param.name in operand_pointers else f"*{side_type}"
             aligned = True
         else:
             signature[param.name] = "i32"
@@ -84,42 +91,65 @@ def compile_config(jit_fn, config: triton.Config, *, shape: tuple[int, int, int,
                 shared_kib=compiled.metadata.shared / 1024)
 
 
-def main() -> None:
+def select(configs: Sequence, which: str) -> Sequence:
+    """All candidates, or only the first (what MN_AUTOTUNE=0 runs) or the last (the small fallback)."""
+    return {"all": configs, "first": configs[:1], "last": configs[-1:]}[which]
+
+
+def add_which_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--which", default="all", choices=["all", "first", "last"],
+                        help="all candidates, or only the first (what MN_AUTOTUNE=0 runs) or the last (the small "
+                             "fallback) of each kernel")
+
+
+def table_header(lead: Sequence[str]) -> list[str]:
+    """The candidates' table header, `lead` (the leading columns' names) first."""
+    names = [*lead, *COLUMNS]
+    return ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names)]
+
+
+def candidate_row(lead: Sequence[str], jit_fn, config: triton.Config, *, shape: tuple[int, int, int, int],
+                  dtype: str, operand_pointers: Collection[str] = OPERAND_POINTERS) -> str:
+    """One candidate's table row: the `lead` cells, then COLUMNS; a candidate that does not compile is
+    reported in the row (`compile error: ...`), not raised."""
+    try:
+        r = compile_config(jit_fn, config, shape=shape, dtype=dtype, operand_pointers=operand_pointers)
+        result = [r["wgmma"], r["mma_sync"], r["regs"], r["spills"], f"{r['shared_kib']:.0f}"]
+    except Exception as exc:                                  # noqa: BLE001 (a failed compile is a result)
+        result = [f"compile error: {short_error(exc, 120)}", "", "", "", ""]
+    cells = [*lead, config.kwargs, config.num_warps, config.num_stages, *result]
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="128,10000,100,256", help="B,S,C,n: sets BLOCK_N and the "
                         "divisibility specialisation of the integer arguments")
     parser.add_argument("--dtype", default="float32", choices=sorted(TRITON_TYPE))
     parser.add_argument("--kernels", default=",".join(KERNELS))
-    parser.add_argument("--which", default="all", choices=["all", "first", "last"],
-                        help="all candidates, or only the first (what MN_AUTOTUNE=0 runs) or the last (the small "
-                             "fallback) of each kernel")
+    add_which_arg(parser)
     parser.add_argument("--out", help="append the markdown table to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.config.split(","))
-
-    lines = [f"### sm_90a compiles, (B,S,C,n) = ({args.config}), {args.dtype} operands "
-             f"({datetime.date.today()}, triton {triton.__version__}, {os.path.basename(ptxas_binary())})", "",
-             "| kernel | config | warps | stages | wgmma | mma.sync | registers | spilled bytes | shared KiB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in args.kernels.split(","):
-        tuner = getattr(kernels, name)
-        # The candidates the launcher would tune for this dtype (float64 inputs get their own config).
-        # (each kernel's autotuner reads the dtype of one pointer argument: the operands' or the compute dtype's)
-        operand, side = getattr(torch, args.dtype), torch.float64 if args.dtype == "float64" else torch.float32
-        probe = {"zh_ptr": torch.empty(0, dtype=operand), "ph_ptr": torch.empty(0, dtype=operand),
-                 "wh_ptr": torch.empty(0, dtype=side), "n": shape[3]}
-        configs = tuner.early_config_prune(tuner.configs, probe)
-        for config in {"all": configs, "first": configs[:1], "last": configs[-1:]}[args.which]:
-            try:
-                r = compile_config(tuner.fn, config, shape=shape, dtype=args.dtype)
-                row = (f"{r['wgmma']} | {r['mma_sync']} | {r['regs']} | {r['spills']} | {r['shared_kib']:.0f}")
-            except Exception as e:  # a candidate that does not compile is reported, not fatal
-                row = f"compile error: {str(e).splitlines()[0][:120]} | | | |"
-            lines.append(f"| {name} | {config.kwargs} | {config.num_warps} | {config.num_stages} | {row} |")
-            print(lines[-1], flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines) + "\n\n")
+    emit = Sink(args.out, mode="a")
+    try:
+        emit(f"### sm_90a compiles, (B,S,C,n) = ({args.config}), {args.dtype} operands "
+             f"({datetime.date.today()}, triton {triton.__version__}, {os.path.basename(ptxas_binary())})")
+        emit("")
+        for line in table_header(["kernel"]):
+            emit(line)
+        for name in args.kernels.split(","):
+            tuner = getattr(kernels, name)
+            # The candidates the launcher would tune for this dtype (float64 inputs get their own config).
+            # (each kernel's autotuner reads the dtype of one pointer argument: the operands' or the compute dtype's)
+            operand, side = getattr(torch, args.dtype), torch.float64 if args.dtype == "float64" else torch.float32
+            probe = {"zh_ptr": torch.empty(0, dtype=operand), "ph_ptr": torch.empty(0, dtype=operand),
+                     "wh_ptr": torch.empty(0, dtype=side), "n": shape[3]}
+            for config in select(tuner.early_config_prune(tuner.configs, probe), args.which):
+                emit(candidate_row([name], tuner.fn, config, shape=shape, dtype=args.dtype))
+        emit("")
+    finally:
+        emit.close()
 
 
 if __name__ == "__main__":
