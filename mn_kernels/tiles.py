@@ -1,5 +1,6 @@
 """Tile-level pieces the Triton kernels share: the dropout keep mask, a normalised key tile, attention weights
-from a known log-normaliser, and the (query, class) rows of a flattened tile."""
+from a known log-normaliser (query- or entry-major), the (query, class) rows of a flattened tile, and the
+projected gradient's store."""
 import triton
 import triton.language as tl
 
@@ -66,6 +67,14 @@ def attention(zh, kh, lse, keep, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def attention_t(zh, kh, lse, keep, PRECISION: tl.constexpr):
+    """``attention`` entry-major: (BLOCK_S, BLOCK_B), for the backward kernels that walk the queries of an entry
+    tile; ``keep`` from ``keep_mask(rows[None, :], cols[:, None], ...)``."""
+    sT = tl.dot(kh, tl.trans(zh), input_precision=PRECISION)
+    return tl.where(keep, tl.exp(sT - lse[None, :]), 0.0)
+
+
+@triton.jit
 def class_rows(pid_b, pid_c, B, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     """The (query, class) pairs of a (BLOCK_B*BLOCK_C)-row tile, row r = i_local * BLOCK_C + c_local,
     the row order of ``reshape((BLOCK_B, BLOCK_C, X), (BLOCK_B * BLOCK_C, X))``."""
@@ -73,3 +82,15 @@ def class_rows(pid_b, pid_c, B, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr)
     i = pid_b * BLOCK_B + r // BLOCK_C
     c = pid_c * BLOCK_C + r % BLOCK_C
     return i, c, (i < B) & (c < C)
+
+
+@triton.jit
+def store_projected(acc, h, rnorm, i, c, valid, k, C, n, grad_ptr, a_ptr):
+    """The epilogue of the forward kernels: for rows (i, c) of U = ``acc`` (BLOCK_B*BLOCK_C, BLOCK_N), with h the
+    rows' normalised weights (wh_c, or phh_ic in the later steps) and rnorm their reciprocal norms, stores
+    grad = (U - h (h . U)) / ||w|| and a = h . U (the backward's term)."""
+    u_par = tl.sum(acc * h, axis=1)
+    grad = (acc - u_par[:, None] * h) * rnorm[:, None]
+    tl.store(grad_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
+             grad.to(grad_ptr.dtype.element_ty), mask=valid[:, None] & (k[None, :] < n))
+    tl.store(a_ptr + i.to(tl.int64) * C + c, u_par, mask=valid)

@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import keep_mask, key_tile, query_tile
+from ..tiles import attention_t, keep_mask, key_tile, query_tile
 from .configs import BWD_CONFIGS, BWD_NAMES, BWD_SMALL
 
 
@@ -52,8 +52,7 @@ def bwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, h_ptr
             dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
             D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)
             keep = keep_mask(rows[None, :], cols[:, None], B, S, seed_ptr, drop_threshold, HAS_DROPOUT)
-            sT = tl.dot(kh, tl.trans(zh), input_precision=PRECISION)               # (BLOCK_S, BLOCK_B)
-            wT = tl.where(keep, tl.exp(sT - lse[None, :]), 0.0)                    # w_ij, entry-major
+            wT = attention_t(zh, kh, lse, keep, PRECISION)                         # w_ij, (BLOCK_S, BLOCK_B)
 
             rT = tl.zeros([BLOCK_S, BLOCK_B], dtype=acc_ty)                         # sum_c w_ij delta_jc X_icj
             # Class c's rows of delta and ddelta (C x S): pointers advanced by S per class, in 64-bit

@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile
+from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile, store_projected
 from .configs import FWD_CONFIGS, FWD_NAMES, FWD_SMALL, LSE_CONFIGS, LSE_NAMES, LSE_SMALL
 
 
@@ -84,10 +84,6 @@ def fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, deltaT_ptr, ce_ptr, lse_ptr, wh_pt
     i, c, valid = class_rows(pid_b, pid_c, B, C, BLOCK_B, BLOCK_C)
     wh = tl.load(wh_ptr + c[:, None] * n + k[None, :], mask=(c[:, None] < C) & (k[None, :] < n), other=0.0)
     rnorm = tl.load(w_rnorm_ptr + c, mask=c < C, other=0.0)
-    u_par = tl.sum(acc * wh, axis=1)
-    grad = (acc - u_par[:, None] * wh) * rnorm[:, None]
-    tl.store(grad_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
-             grad.to(grad_ptr.dtype.element_ty), mask=valid[:, None] & (k[None, :] < n))
-    tl.store(a_ptr + i.to(tl.int64) * C + c, u_par, mask=valid)
+    store_projected(acc, wh, rnorm, i, c, valid, k, C, n, grad_ptr, a_ptr)
     if pid_c == 0:
         tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=rows < B)

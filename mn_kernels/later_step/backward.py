@@ -5,7 +5,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile
+from ..tiles import attention, attention_t, class_rows, keep_mask, key_tile, query_tile
 from .configs import (
     BWD_STATS_CONFIGS,
     ENTRY_CONFIGS,
@@ -155,8 +155,7 @@ def bwd_entry_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, vT_ptr, sigma_ptr, t
             dL = tl.load(dL_ptr + rows, mask=rows < B, other=0.0)
             D = tl.load(D_ptr + rows, mask=rows < B, other=0.0)
             keep = keep_mask(rows[None, :], cols[:, None], B, S, seed_ptr, drop_threshold, HAS_DROPOUT)
-            sT = tl.dot(kh, tl.trans(zh), input_precision=PRECISION, out_dtype=tau.dtype)   # (BLOCK_S, BLOCK_B)
-            wT = tl.where(keep, tl.exp(sT - lse[None, :]), 0.0)
+            wT = attention_t(zh, kh, lse, keep, PRECISION)                         # w_ij, (BLOCK_S, BLOCK_B)
             tileT = rows[None, :].to(tl.int64) * S + cols[:, None]
             maskT = (rows[None, :] < B) & (cols[:, None] < S)
             mT = tl.load(m_ptr + tileT, mask=maskT, other=0.0)

@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from ..launching import autotune
-from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile
+from ..tiles import attention, class_rows, keep_mask, key_tile, query_tile, store_projected
 from .configs import FWD_CONFIGS, ROW_NAMES, ROW_SMALL, STATS_CONFIGS, STATS_NAMES, STATS_SMALL
 
 
@@ -95,10 +95,6 @@ def fwd_kernel(zh_ptr, keys_ptr, k_rnorm_ptr, ph_ptr, p_rnorm_ptr, vT_ptr, sigma
     # Epilogue: grad = (U - phh (phh . U)) / ||phi||, one row per (query, class), each with its own phh.
     phc = ph.to(tau.dtype)
     rnorm = tl.load(p_rnorm_ptr + i.to(tl.int64) * C + c, mask=valid, other=0.0)
-    u_par = tl.sum(acc * phc, axis=1)
-    grad = (acc - u_par[:, None] * phc) * rnorm[:, None]
-    tl.store(grad_ptr + (i[:, None].to(tl.int64) * C + c[:, None]) * n + k[None, :],
-             grad.to(grad_ptr.dtype.element_ty), mask=valid[:, None] & (k[None, :] < n))
-    tl.store(a_ptr + i.to(tl.int64) * C + c, u_par, mask=valid)
+    store_projected(acc, phc, rnorm, i, c, valid, k, C, n, grad_ptr, a_ptr)
     if pid_c == 0:
         tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=rows < B)
