@@ -12,11 +12,13 @@ without the validation pass after each epoch. "inputs ms": the share of the step
     python bench/train_step.py --out train-step.md                         # GPU: cells in priority order
     python bench/train_step.py --cells cifar10-resnet29-mn-ft1-S --batch 8 --steps 1 --out /tmp/t.md   # CPU
 
-Rows are appended to --out as each cell finishes; MN_BENCH_BUDGET_S (seconds) stops starting cells past it.
+Rows are appended to --out as each cell finishes; a cell that fails (out of memory, ...) gets a `failed` row and
+the next cell runs. MN_BENCH_BUDGET_S (seconds) or --budget-s stops starting cells past it.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from report import Budget, add_budget_arg, open_report
+from report import Budget, add_budget_arg, open_report, short_error
 
 ROOT = Path(__file__).resolve().parent.parent
 CELLS = ROOT / "configs" / "table1"
@@ -89,6 +91,13 @@ def measure(cell: str, *, steps: int, batch: int | None, device: torch.device) -
             "run_steps": run_steps, "hours": run_steps * step_s / 3600}
 
 
+def release(device: torch.device) -> None:
+    """Frees what a failed cell left behind (its Run, model and batches), so that the next cell has the memory."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -122,7 +131,15 @@ def main(argv=None) -> None:
                 emit("")
                 emit(f"stopped before {cell}: the step's time budget is spent")
                 break
-            r = measure(cell, steps=args.steps, batch=args.batch, device=device)
+            try:
+                r = measure(cell, steps=args.steps, batch=args.batch, device=device)
+            except Exception as exc:                     # noqa: BLE001 (one failed cell, e.g. out of memory)
+                r = {"error": short_error(exc)}
+            if "error" in r:                             # the traceback is gone: the cell's tensors can go too
+                release(device)
+                emit(f"| {cell} | failed: {r['error']} | | | | |")
+                print(f"{cell}: failed: {r['error']}", file=sys.stderr, flush=True)
+                continue
             emit(f"| {cell} | {r['batch']} | {r['step_ms']:.1f} | {r['inputs_ms']:.1f} | {r['run_steps']:,} | "
                  f"{r['hours']:.2f} |")
             print(f"{cell}: {r['step_ms']:.1f} ms per step, {r['hours']:.2f} h per run", flush=True)
