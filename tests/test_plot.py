@@ -66,3 +66,14 @@ def test_plot_errors_are_one_line(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nope"), "--out", str(tmp_path / "c.png")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_plot_refuses_a_run_whose_config_is_not_json(runs, tmp_path, capsys):
+    """It used to read as no configuration, silently dropping the auxiliary-loss label."""
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "mn", broken)
+    (broken / "config.json").write_text("{not json")
+    assert main(["plot", str(broken), "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken / 'config.json'} is not valid JSON" in err and not (tmp_path / "c.png").exists()

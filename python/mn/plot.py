@@ -7,14 +7,14 @@ their mean per epoch, with a band from their minimum to their maximum. RUN_DIR i
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from .analysis.plotting import new_figure, save_png
+from .training.config import ConfigError
 from .training.console import metric_name
 from .training.loop import read_records
-from .training.rundir import grid_choice
+from .training.rundir import grid_choice, stored_config
 
 
 class PlotError(ValueError):
@@ -75,20 +75,20 @@ def read_run(run_dir) -> dict:
 
 
 def _config(run_dir: Path) -> dict:
-    """The run's config.json: in RUN_DIR, or above it when RUN_DIR is a seed or fold folder; {} if none."""
+    """The run's configuration (rundir.stored_config): in RUN_DIR, or above it when RUN_DIR is a seed or fold
+    folder; {} if none. A config.json that is not valid JSON is a PlotError naming it."""
     folders = [run_dir]
     if run_dir.name.startswith("fold"):
         folders += [run_dir.parent, run_dir.parent.parent]
     elif run_dir.name.startswith("seed"):
         folders.append(run_dir.parent)
     for folder in folders:
-        path = folder / "config.json"
-        if path.is_file():
-            try:
-                values = json.loads(path.read_text())
-            except ValueError:
-                return {}
-            return values if isinstance(values, dict) else {}
+        try:
+            stored = stored_config(folder)
+        except ConfigError as e:
+            raise PlotError(str(e)) from e
+        if stored is not None:
+            return stored[0]
     return {}
 
 
