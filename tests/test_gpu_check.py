@@ -119,3 +119,25 @@ def test_train_step_names_an_unknown_cell():
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), "--cells", "cifar10-vgg-mn",
                            "--out", os.devnull], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--cells: no configs/table1/cifar10-vgg-mn.json" in proc.stderr, proc.stderr
+
+
+def test_train_step_writes_a_failed_cell_and_goes_on(tmp_path, monkeypatch):
+    """One cell that fails (an out-of-memory on the GPU) is a row saying so; the next cell is still measured."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_step", ROOT / "bench" / "train_step.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec.loader.exec_module(script)
+    measured = script.measure
+
+    def measure(cell, **kw):
+        if cell == "cifar10-resnet29-vanilla-dot-sgd":
+            raise RuntimeError("CUDA out of memory (test double)")
+        return measured(cell, **kw)
+    monkeypatch.setattr(script, "measure", measure)
+    out = tmp_path / "t.md"
+    script.main(["--cells", "cifar10-resnet29-vanilla-dot-sgd", "cifar10-resnet29-mn-ft1-S", "--batch", "4",
+                 "--steps", "1", "--out", str(out)])
+    text = out.read_text()
+    assert "| cifar10-resnet29-vanilla-dot-sgd | failed: RuntimeError" in text, text
+    assert "| cifar10-resnet29-mn-ft1-S | 4 |" in text, text
